@@ -110,7 +110,7 @@ def onnx_to_ops(path: str | Path) -> tuple[list[tuple[str, object]], tuple[int, 
         elif node.op_type in ("Add", "Sub", "Mul", "Div"):
             other = node.input[1] if node.input[0] == current else node.input[0]
             c = const(other, where)
-            c = np.broadcast_to(c, (1,) + tuple(shape)).reshape(shape) if c.size > 1 else np.full(shape, float(c))
+            c = np.broadcast_to(c, (1,) + tuple(shape)).reshape(shape) if c.size > 1 else np.full(shape, float(c.reshape(-1)[0]))
             first = node.input[0] == current
             one, zero = np.ones(shape), np.zeros(shape)
             if node.op_type == "Add":
