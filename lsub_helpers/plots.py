@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import matplotlib.pyplot as plt
@@ -11,7 +12,15 @@ from matplotlib.patches import Rectangle
 
 from .network import ReluNetwork
 
-__all__ = ["grid_predictions", "decision_regions", "draw_box", "draw_linf_ball", "substitute_activations"]
+__all__ = [
+    "grid_predictions",
+    "decision_regions",
+    "draw_box",
+    "draw_linf_ball",
+    "substitute_activations",
+    "closest_adversarial_grid",
+    "substitute_views",
+]
 
 CLASS_COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3")
 
@@ -99,3 +108,72 @@ def substitute_activations(z0: float = 0.6, z_adv: float = -0.5, ax_row: Sequenc
     ax_row[0].set_ylabel("output")
     ax_row[0].legend(loc="upper left")
     return ax_row
+
+
+def closest_adversarial_grid(
+    net: ReluNetwork,
+    x0: torch.Tensor,
+    label: int,
+    radius: float,
+    *,
+    resolution: int = 401,
+    domain: tuple[float, float] = (0.0, 1.0),
+) -> tuple[float, np.ndarray] | tuple[float, None]:
+    """Brute force for 2-D inputs: the grid point of another class closest to ``x0`` in L-inf within
+    ``radius`` (exact up to the grid step ``2 * radius / (resolution - 1)``); ``(inf, None)`` if none."""
+    if net.input_shape != (2,):
+        raise ValueError("closest_adversarial_grid works on 2-D inputs only")
+    x0 = torch.as_tensor(x0, dtype=torch.float64)
+    g = torch.linspace(-radius, radius, resolution, dtype=torch.float64)
+    pts = torch.stack(torch.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2) + x0
+    pts = pts[((pts >= domain[0]) & (pts <= domain[1])).all(1)]
+    with torch.no_grad():
+        other = net.predict(pts) != label
+    if not bool(other.any()):
+        return math.inf, None
+    dist = (pts[other] - x0).abs().max(1).values
+    k = int(dist.argmin())
+    return float(dist[k]), pts[other][k].numpy()
+
+
+def substitute_views(
+    f: ReluNetwork,
+    g: ReluNetwork,
+    x0: torch.Tensor,
+    label: int,
+    *,
+    d_adv: float,
+    x_adv: torch.Tensor | None = None,
+    axes: Sequence[plt.Axes] | None = None,
+    title: str = "",
+    local_scale: float = 3.0,
+    resolution: int = 250,
+) -> Sequence[plt.Axes]:
+    """Figure 1 panel pair: global and local view of the substitute ``g`` (filled regions) with the
+    boundary of ``f`` (dashed), the ball of radius ``d_adv``, and the lines to the closest adversarials
+    of ``f`` (black) and ``g`` (red) found on a grid."""
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    x0n = torch.as_tensor(x0, dtype=torch.float64)
+    w = local_scale * d_adv
+    views = [((0.0, 1.0), (0.0, 1.0)), ((x0n[0] - w, x0n[0] + w), (x0n[1] - w, x0n[1] + w))]
+    d_f, p_f = closest_adversarial_grid(f, x0n, label, w)
+    d_g, p_g = closest_adversarial_grid(g, x0n, label, w)
+    for ax, (xl, yl) in zip(axes, views):
+        xl, yl = tuple(float(v) for v in xl), tuple(float(v) for v in yl)
+        decision_regions(g, ax, xlim=xl, ylim=yl, resolution=resolution)
+        gx, gy, lab_f = grid_predictions(f, xl, yl, resolution)
+        ax.contour(gx, gy, lab_f, levels=np.arange(0.5, f.num_classes - 0.5 + 1e-9), colors="k",
+                   linestyles="dashed", linewidths=0.8)
+        draw_linf_ball(ax, x0n, d_adv, color="0.3", ls=":")
+        ax.plot(*x0n, "k*", ms=11)
+        if x_adv is not None:
+            ax.plot(*torch.as_tensor(x_adv), "X", color="C1", ms=8)
+        if p_f is not None:
+            ax.plot([x0n[0], p_f[0]], [x0n[1], p_f[1]], "k-", lw=1.5)
+        if p_g is not None:
+            ax.plot([x0n[0], p_g[0]], [x0n[1], p_g[1]], "r-", lw=1.5)
+    axes[0].set_title(f"{title} global".strip())
+    dg = "none in view" if p_g is None else f"{d_g:.4f}"
+    axes[1].set_title(f"local: d(f)={d_f:.4f}, d(g)={dg}", fontsize=9)
+    return axes
