@@ -88,3 +88,28 @@ def test_lemma_holds_numerically_on_a_toy_network(setting):  # noqa: F811
             assert v_f >= v_g - (lf + lg) * max(eps - delta, 0.0) - 1e-9
             if cert.case is LemmaCase.INSIDE:
                 assert v_f == pytest.approx(v_g, abs=1e-9)  # f = g on the ball
+
+
+def test_exact_delta_brackets_and_matches_a_grid(setting):  # noqa: F811
+    from lsub_helpers.lemma import delta_exact
+
+    net, x0, y, adv = setting
+    sub = prune(net, x0, y, method="activation", gamma=0.6, gamma0=0.2, attack=adv)
+    cheap = delta_lower_bound(net, sub.network, x0, r_max=adv.distance)
+    exact = delta_exact(net, sub.network, x0, r_max=adv.distance, time_limit=30)
+    assert exact.exact and cheap <= exact.lower + 1e-9 and exact.lower <= exact.upper + 1e-9
+    assert exact.upper - exact.lower <= 1e-4 * max(exact.upper, 1.0)
+    # brute force on a grid: the nearest grid point where a replaced neuron changes state
+    g = torch.linspace(-1, 1, 801, dtype=torch.float64) * adv.distance
+    pts = (torch.stack(torch.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2) + x0)
+    pts = pts[((pts >= 0) & (pts <= 1)).all(1)]
+    pre, _ = net.forward_all(pts)
+    pre0, _ = net.forward_all(x0[None])
+    flipped = torch.zeros(len(pts), dtype=torch.bool)
+    for z, z0, act in zip(pre, pre0, sub.network.activations):
+        active = z0[0] > 0
+        flip = (active & (z < 0)) | (~active & (z > 0))
+        flipped |= (flip & act.replaced).any(1)
+    d_grid = float((pts[flipped] - x0).abs().max(1).values.min()) if flipped.any() else adv.distance
+    step = 2 * adv.distance / 800
+    assert exact.upper <= d_grid + 1e-9 and d_grid <= exact.upper + 2 * step

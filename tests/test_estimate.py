@@ -1,0 +1,61 @@
+"""estimate_distance: the substitute's estimate and a certified interval that contains d_bnd(f)."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from lsub_helpers.attacks import min_distance_attack
+from lsub_helpers.distance import DistanceStatus, boundary_distance
+from lsub_helpers.estimate import EstimateStatus, certified_radius, estimate_distance
+from lsub_helpers.pruning import PruneMethod
+
+from test_pruning import anchor, toy_net
+
+
+# seeded networks (2-D and 5-D inputs) whose boundary passes within 0.3 of the anchor (found by a search
+# over seeds with min_distance_attack)
+SEEDS = [(2, 5), (2, 36), (5, 5), (5, 11)]
+
+
+@functools.lru_cache(maxsize=None)
+def cases():
+    out = []
+    for inputs, seed in SEEDS:
+        net = toy_net(seed, hidden=10, inputs=inputs)
+        x0, y = anchor(net, seed)
+        out.append((net, x0, y, min_distance_attack(net, x0, y, seed=0)))
+    return out
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_interval_contains_the_exact_distance(case):
+    net, x0, y, adv = cases()[case]
+    assert adv.success
+    exact = boundary_distance(net, x0, y, method="direct", time_limit=60, attack=adv)
+    assert exact.status is DistanceStatus.EXACT
+    d = exact.value
+    for method in PruneMethod:
+        for gamma in (0.9,):
+            est = estimate_distance(net, x0, y, method=method, gamma=gamma, gamma0=0.2, time_limit=60, attack=adv)
+            assert est.status is EstimateStatus.OK
+            tol = 1e-5 * max(1.0, d)
+            assert est.lower - tol <= d <= est.upper + tol, (method, gamma, est.lower, d, est.upper)
+            assert est.upper <= est.d_adv + 1e-12
+            if method is PruneMethod.ACTIVATION:
+                assert est.delta is not None and est.delta >= 0
+
+
+def test_certified_radius_is_below_the_exact_distance():
+    net, x0, y, adv = cases()[0]
+    exact = boundary_distance(net, x0, y, method="direct", time_limit=60, attack=adv)
+    r = certified_radius(net, x0, y, hi=exact.upper)
+    assert 0 < r <= exact.value + 1e-9
+
+
+def test_misclassified_anchor_is_reported():
+    net, x0, y, _ = cases()[0]
+    est = estimate_distance(net, x0, (y + 1) % net.num_classes, method="linear", gamma=0.5)
+    assert est.status is EstimateStatus.MISCLASSIFIED
