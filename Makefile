@@ -13,7 +13,7 @@ TORCH   := torch==2.13.0
 # used by the executed chapters is the venv's interpreter
 RUN     := PATH="$(BIN):$$PATH" VIRTUAL_ENV="$(CURDIR)/$(VENV)"
 
-.PHONY: venv book test clean
+.PHONY: venv book experiments test clean
 
 venv: $(STAMP)
 
@@ -24,8 +24,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -e '.[test]'
 	touch $(STAMP)
 
-book: venv
+book: venv experiments
 	$(RUN) $(BIN)/jupyter-book build . --builder html
+
+# papermill runs of notebooks/experiment.ipynb on the embedded default data (book/experiments/default)
+experiments: venv
+	$(RUN) $(BIN)/python notebooks/run_experiments.py --set default
 
 test: venv
 	$(RUN) $(BIN)/python -m pytest -q tests

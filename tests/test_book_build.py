@@ -135,6 +135,13 @@ def test_toc_files_parser():
 
 @pytest.mark.book
 def test_book_builds(tmp_path):
+    # the experiment chapters are papermill runs on embedded data, made before the build (as `make book` does)
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", MPLBACKEND="Agg")
+    pm = subprocess.run([sys.executable, str(ROOT / "notebooks" / "run_experiments.py"), "--set", "default",
+                         "--results-dir", str(tmp_path / "results")],
+                        capture_output=True, text=True, env=env, timeout=3600)
+    assert pm.returncode == 0, (pm.stdout + pm.stderr)[-5000:]
+    assert list((ROOT / "book" / "experiments" / "default").glob("*.ipynb"))
     result = build(ROOT, tmp_path)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-5000:]
