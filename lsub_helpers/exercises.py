@@ -69,7 +69,8 @@ def check_linear_substitute(fn: Callable[[float, float], tuple[float, float]]) -
             a, c = (float(v) for v in got)
         except Exception:
             return Feedback(False, f"return a pair (slope, offset), got {got!r}")
-        ea, ec = (float(v[0]) for v in replacement("linear", torch.tensor([z0]), torch.tensor([za])))
+        z = torch.tensor([[z0], [za]], dtype=torch.float64)
+        ea, ec = (float(v[0]) for v in replacement("linear", z[0], z[1]))
         if not (math.isclose(a, ea, abs_tol=1e-9) and math.isclose(c, ec, abs_tol=1e-9)):
             hint = " (equal pre-activations need a constant)" if z0 == za else ""
             return Feedback(False, f"for z0={z0:.3f}, z_adv={za:.3f} expected ({ea:.4f}, {ec:.4f}), got ({a:.4f}, {c:.4f}){hint}")
