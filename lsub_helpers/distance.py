@@ -1,0 +1,446 @@
+"""Problems (1) and (2) of the paper, solved exactly with the MILP of :mod:`lsub_helpers.milp`.
+
+* :func:`verify` is the eps-verification problem (2): is every point of the L-inf ball of radius ``eps``
+  (intersected with the input domain) classified as ``label``?  One MILP per target label that the bounds
+  cannot rule out; a verdict-only solve stops as soon as the sign of the optimum is known.
+* :func:`boundary_distance` is problem (1), the L-inf distance to the decision boundary, by the paper's
+  ``bisection`` over eps (every optimisation run recorded) or by ``direct`` minimisation of
+  ``t = ||x - x0||_inf`` per target label (MIPVerify's ``closest`` objective).
+
+Every reported counterexample passed a float64 forward pass; a time limit is reported as a timeout with
+the interval known so far, never as a value.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import milp
+from .milp import BoundsMethod, Objective, OutputSpec, SolverStatus, VerificationStatus
+from .network import ReluNetwork
+
+__all__ = [
+    "OptimizationRun",
+    "VerificationResult",
+    "DistanceStatus",
+    "DistanceResult",
+    "verify",
+    "boundary_distance",
+    "prepare_bounds",
+]
+
+_F64 = np.float64
+
+
+@dataclass(frozen=True)
+class OptimizationRun:
+    """One MILP solve: the unit the paper's runtime figures count."""
+
+    eps: float  # radius of the ball the model lives on (DISTANCE: the cap on t)
+    target: int | None
+    objective: str  # "violation" (problem 2) or "distance" (problem 1)
+    solver_status: SolverStatus
+    verdict: VerificationStatus  # what the run showed (DISTANCE: NOT_ROBUST if it gave a checked point)
+    time_s: float  # solver
+    build_time_s: float  # sparse assembly + Pyomo model
+    load_time_s: float  # Pyomo compile + hand-over to the solver
+    num_binaries: int
+    num_continuous: int
+    num_constraints: int
+    objective_value: float | None  # incumbent
+    bound: float | None  # proven lower bound on the optimum
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    status: VerificationStatus
+    counterexample: torch.Tensor | None = field(repr=False)  # input shape, float64; passed the re-check
+    target: int | None  # class of the counterexample
+    eps: float
+    runs: tuple[OptimizationRun, ...] = field(repr=False)
+    milp_targets: tuple[int, ...]  # targets the bounds could not rule out
+    bounds: str
+    unstable: tuple[int, ...]  # unstable neurons per layer after bounds (and tightening)
+    bounds_time_s: float
+    time_s: float
+
+
+class DistanceStatus(enum.Enum):
+    EXACT = "exact"  # value is the distance within the stated tolerance
+    TIMEOUT = "timeout"  # a time limit was hit: only the interval [lower, upper] is known
+    UNKNOWN = "unknown"  # a solver failure: only the interval is known
+    MISCLASSIFIED = "misclassified"  # the anchor is not classified as `label`: distance 0
+
+
+@dataclass(frozen=True)
+class DistanceResult:
+    """``lower <= d_bnd <= upper``; ``value`` (= ``upper``) only when ``status`` is EXACT or MISCLASSIFIED.
+
+    ``upper`` is the distance of ``counterexample`` (always ``<= d_adv``); ``lower`` is proven by the
+    solver.  ``tolerance`` states what "exact" means: HiGHS's ``mip_rel_gap`` (direct), the bisection
+    ``tol`` (absolute width of the final interval) and ``margin_tol`` (direct: the counterexample is
+    required to beat the label by this much).
+    """
+
+    status: DistanceStatus
+    value: float | None
+    lower: float
+    upper: float
+    counterexample: torch.Tensor | None = field(repr=False)
+    target: int | None
+    d_adv: float | None
+    method: str
+    runs: tuple[OptimizationRun, ...] = field(repr=False)
+    tolerance: dict
+    bounds: str
+    unstable: tuple[int, ...] | None  # direct: unstable neurons on the d_adv ball
+    time_s: float
+    attack_time_s: float = 0.0
+    bounds_time_s: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------------------
+
+def _flat(x0, net: ReluNetwork) -> np.ndarray:
+    """``x0`` in the input shape (or already flat) as a flat float64 array."""
+    x = torch.as_tensor(x0, dtype=torch.float64)
+    if x.dim() == 1 and x.numel() == net.input_size:
+        x = x.reshape(net.input_shape)
+    x = net.check_input(x, batched=False)
+    return np.asarray(x, dtype=_F64).reshape(-1)
+
+
+def _as_input(x: np.ndarray | None, net: ReluNetwork) -> torch.Tensor | None:
+    return None if x is None else torch.from_numpy(np.array(x, dtype=_F64)).reshape(net.input_shape)
+
+
+def prepare_bounds(net: ReluNetwork, lower, upper, *, bounds="crown", tighten_lp: float = 0.0, threads: int = 1,
+                   specs=None, _mats=None):
+    """Bounds on the box by ``bounds`` (a :class:`BoundsMethod` or an object with ``pre_activation``),
+    then LP tightening with a budget of ``tighten_lp`` seconds (0: off).  With ``specs``, the bounds of
+    their stacked rows are computed by the same method (``output``).  Returns (bounds, report|None)."""
+    if isinstance(bounds, (str, BoundsMethod)):
+        stacked = None if not specs else np.vstack([s.mat for s in specs])
+        b = milp.compute_bounds(net, lower, upper, BoundsMethod(bounds), spec=stacked)
+    else:
+        b = bounds
+    report = None
+    if tighten_lp and tighten_lp > 0:
+        b, report = milp.tighten_bounds_lp(net, lower, upper, b, time_limit=float(tighten_lp), threads=threads,
+                                           _mats=_mats)
+    return b, report
+
+
+def _row_lower(b, specs):
+    out = getattr(b, "output", None)
+    if out is None or not specs or np.asarray(out[0]).size != sum(s.num_rows for s in specs):
+        return None
+    return np.asarray(out[0], dtype=_F64).reshape(-1) - np.concatenate([s.rhs for s in specs])
+
+
+def _run_record(eps, target, model, res, verdict) -> OptimizationRun:
+    return OptimizationRun(
+        eps=float(eps), target=target, objective=model.objective.value, solver_status=res.status, verdict=verdict,
+        time_s=res.time_s, build_time_s=model.build_time_s, load_time_s=res.load_time_s,
+        num_binaries=model.num_binaries, num_continuous=model.num_continuous, num_constraints=model.num_rows,
+        objective_value=res.objective, bound=res.bound,
+    )
+
+
+class _Clock:
+    def __init__(self, total: float | None):
+        self.t0 = time.perf_counter()
+        self.total = total
+
+    def left(self) -> float:
+        return math.inf if self.total is None else self.total - (time.perf_counter() - self.t0)
+
+    def limit(self, per_run: float | None) -> float | None:
+        lim = min(per_run if per_run is not None else math.inf, self.left())
+        return None if math.isinf(lim) else max(lim, 0.0)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+_HIGHS = ("highs", "highs_persistent")  # solvers that take HiGHS's objective_bound / objective_target
+_PRECEDENCE = [VerificationStatus.NOT_ROBUST, VerificationStatus.TIMEOUT, VerificationStatus.UNKNOWN,
+               VerificationStatus.ROBUST]
+
+
+def verify(
+    net: ReluNetwork,
+    x0,
+    label: int,
+    eps: float,
+    *,
+    target: int | None = None,
+    time_limit: float | None = 60.0,
+    total_time_limit: float | None = None,
+    bounds="crown",
+    tighten_lp: float = 0.0,
+    domain=(0.0, 1.0),
+    verdict_only: bool = True,
+    verdict_target: float = -1e-5,
+    threads: int = 1,
+    solver: str = "highs",
+    mip_rel_gap: float | None = None,
+    screen: str = "lp",
+    polish: bool = True,
+) -> VerificationResult:
+    """Problem (2): is ``f_label > f_t`` on the whole ball of radius ``eps`` (within ``domain``) for the
+    ``target`` ``t`` (all other classes if None)?
+
+    Bounds (``"ibp" | "crown" | "fastlin_ibp"``, optionally LP-tightened for ``tighten_lp`` seconds) rule
+    out the targets they can (``screen="lp"``: interval arithmetic on the last layer, the bound method's
+    own bound on ``f_label - f_t``, then the LP relaxation of the model; ``"interval"``: the first two;
+    ``"none"``).  Each remaining target gets one MILP minimising ``f_label - f_t``, stopped early in
+    ``verdict_only`` mode (HiGHS ``objective_bound = 0``: prune everything that cannot go below 0;
+    ``objective_target = verdict_target``: stop at the first point below it).  Stops at the first checked
+    counterexample.  ``time_limit`` is per optimisation run, ``total_time_limit`` for the call.
+    """
+    clock = _Clock(total_time_limit)
+    label = net.check_label(label)
+    x0f = _flat(x0, net)
+    eps = float(eps)
+    lower, upper = milp.input_box(x0f, eps, domain)
+    mats = milp._Mats.of(net)
+    targets = [t for t in range(net.num_classes) if t != label] if target is None else [net.check_label(target)]
+    if label in targets:
+        raise ValueError("target must differ from label")
+    tb = time.perf_counter()
+    specs = [OutputSpec.misclassified_as(label, t, net.num_classes) for t in targets]
+    b, _ = prepare_bounds(net, lower, upper, bounds=bounds, tighten_lp=tighten_lp, threads=threads,
+                          specs=specs if screen != "none" else None, _mats=mats)
+    lbs = milp.spec_lower_bounds(net, lower, upper, b, specs, screen=screen, row_lower=_row_lower(b, specs),
+                                 threads=threads, _mats=mats)
+    bounds_time = time.perf_counter() - tb
+    order = [j for j in np.argsort(lbs, kind="stable") if not milp._unreachable(lbs[j], specs[j])]
+    runs: list[OptimizationRun] = []
+    verdicts: list[VerificationStatus] = []
+    for j in order:
+        t = targets[j]
+        lim = clock.limit(time_limit)
+        if lim is not None and lim <= 0:
+            verdicts.append(VerificationStatus.TIMEOUT)
+            break
+        model = milp.build_model(net, lower, upper, b, spec=specs[j], _mats=mats)
+        res = milp.solve_model(
+            model, solver=solver, time_limit=lim, threads=threads, mip_rel_gap=mip_rel_gap,
+            objective_bound=0.0 if verdict_only and solver in _HIGHS else None,
+            objective_target=verdict_target if verdict_only and solver in _HIGHS else None,
+        )
+        verdict, chk = milp.interpret(net, model, res, polish=polish, threads=threads)
+        runs.append(_run_record(eps, t, model, res, verdict))
+        verdicts.append(verdict)
+        if verdict is VerificationStatus.NOT_ROBUST:
+            return VerificationResult(verdict, _as_input(chk.x, net), t, eps, tuple(runs),
+                                      tuple(targets[i] for i in order), getattr(b, "method", str(bounds)),
+                                      milp.unstable_counts(mats, b), bounds_time, clock.elapsed())
+    status = VerificationStatus.ROBUST
+    for s in _PRECEDENCE:
+        if s in verdicts:
+            status = s
+            break
+    return VerificationResult(status, None, None, eps, tuple(runs), tuple(targets[i] for i in order),
+                              getattr(b, "method", str(bounds)), milp.unstable_counts(mats, b), bounds_time,
+                              clock.elapsed())
+
+
+# ---------------------------------------------------------------------------------------------------
+
+def _domain_radius(x0f: np.ndarray, domain) -> float:
+    if domain is None:
+        return math.inf
+    return float(np.maximum(x0f - domain[0], domain[1] - x0f).max())
+
+
+def _attack(net, x0, label, domain, attack):
+    """(x_adv flat or None, d_adv or None, adv target or None, seconds)."""
+    t0 = time.perf_counter()
+    if attack is False or attack is None:
+        return None, None, None, 0.0
+    if attack is True:
+        from .attacks import min_distance_attack
+
+        attack = min_distance_attack(net, torch.as_tensor(x0, dtype=torch.float64).reshape(net.input_shape), label,
+                                     domain=domain)
+    if not getattr(attack, "success", False):
+        return None, None, None, time.perf_counter() - t0
+    xa = np.asarray(torch.as_tensor(attack.x_adv, dtype=torch.float64), dtype=_F64).reshape(-1)
+    return xa, float(attack.distance), attack.adv_label, time.perf_counter() - t0
+
+
+def boundary_distance(
+    net: ReluNetwork,
+    x0,
+    label: int,
+    *,
+    method: str = "direct",
+    time_limit: float | None = 60.0,
+    total_time_limit: float | None = None,
+    tol: float = 1e-5,
+    bounds="crown",
+    tighten_lp: float = 0.0,
+    domain=(0.0, 1.0),
+    attack=True,
+    threads: int = 1,
+    solver: str = "highs",
+    mip_rel_gap: float = 1e-4,
+    margin_tol: float = 1e-8,
+    exact_abs_tol: float = 1e-6,
+    screen: str = "lp",
+    polish: bool = True,
+) -> DistanceResult:
+    """Problem (1): the L-inf distance from ``x0`` to the decision boundary of ``label``.
+
+    ``attack`` gives the upper bound ``d_adv`` and its point: True runs
+    :func:`lsub_helpers.attacks.min_distance_attack`, an ``AttackResult`` is used as given, False skips it
+    (the cap is then the radius at which the ball covers the domain).  The result never exceeds ``d_adv``.
+
+    ``method="direct"``: bounds on the ball of radius ``d_adv``; for every target those bounds cannot rule
+    out (the attack's class first), one MILP minimising ``t = ||x - x0||_inf`` with ``t <=`` the best
+    distance so far, solved to HiGHS's ``mip_rel_gap``.  ``method="bisection"``: the paper's procedure,
+    binary search over eps with :func:`verify` (verdict-only, bounds recomputed per eps) until the
+    interval is narrower than ``tol``.  ``time_limit`` is per optimisation run, ``total_time_limit`` for
+    the call.
+    """
+    clock = _Clock(total_time_limit)
+    label = net.check_label(label)
+    x0f = _flat(x0, net)
+    tolerance = dict(mip_rel_gap=mip_rel_gap if method == "direct" else None,
+                     bisection_tol=tol if method == "bisection" else None,
+                     margin_tol=margin_tol if method == "direct" else None,
+                     exact_abs_tol=exact_abs_tol if method == "direct" else None)
+    bname = bounds.value if isinstance(bounds, BoundsMethod) else str(bounds)
+    with torch.no_grad():
+        pred = int(net.forward(torch.from_numpy(x0f).reshape((1,) + tuple(net.input_shape)))[0].argmax())
+    if pred != label:
+        return DistanceResult(DistanceStatus.MISCLASSIFIED, 0.0, 0.0, 0.0, _as_input(x0f, net), pred, 0.0, method, (),
+                              tolerance, bname, None, clock.elapsed())
+    xa, d_adv, adv_t, t_attack = _attack(net, x0f, label, domain, attack)
+    if method == "direct":
+        out = _direct(net, x0f, label, xa, d_adv, adv_t, clock, time_limit, bounds, tighten_lp, domain, threads,
+                      solver, mip_rel_gap, margin_tol, exact_abs_tol, screen, polish)
+    elif method == "bisection":
+        out = _bisection(net, x0f, label, xa, d_adv, clock, time_limit, tol, bounds, tighten_lp, domain, threads,
+                         solver, screen, polish)
+    else:
+        raise ValueError(f"method must be 'direct' or 'bisection', got {method!r}")
+    status, lower, upper, x_best, t_best, runs, unstable, bounds_time = out
+    value = upper if status is DistanceStatus.EXACT else None
+    return DistanceResult(status, value, lower, upper, _as_input(x_best, net), t_best, d_adv, method, tuple(runs),
+                          tolerance, bname, unstable, clock.elapsed(), t_attack, bounds_time)
+
+
+def _direct(net, x0f, label, xa, d_adv, adv_t, clock, time_limit, bounds, tighten_lp, domain, threads, solver,
+            mip_rel_gap, margin_tol, exact_abs_tol, screen, polish):
+    mats = milp._Mats.of(net)
+    radius = d_adv if d_adv is not None else _domain_radius(x0f, domain)
+    if not math.isfinite(radius):
+        raise ValueError("direct minimisation needs an attack or a bounded domain")
+    lower, upper = milp.input_box(x0f, radius, domain)
+    tb = time.perf_counter()
+    targets = [t for t in range(net.num_classes) if t != label]
+    specs = [OutputSpec.misclassified_as(label, t, net.num_classes) for t in targets]
+    b, _ = prepare_bounds(net, lower, upper, bounds=bounds, tighten_lp=tighten_lp, threads=threads,
+                          specs=specs if screen != "none" else None, _mats=mats)
+    lbs = milp.spec_lower_bounds(net, lower, upper, b, specs, screen=screen, row_lower=_row_lower(b, specs),
+                                 threads=threads, _mats=mats)
+    bounds_time = time.perf_counter() - tb
+    cand = [j for j in np.argsort(lbs, kind="stable") if not milp._unreachable(lbs[j], specs[j])]
+    if adv_t is not None and adv_t in targets and targets.index(adv_t) in cand:
+        cand.remove(targets.index(adv_t))
+        cand.insert(0, targets.index(adv_t))
+    best, x_best, t_best = (d_adv, xa, adv_t) if d_adv is not None else (math.inf, None, None)
+    lowers = []  # proven lower bound per candidate target
+    runs, timeout, unknown = [], False, False
+    for j in cand:
+        t = targets[j]
+        cap = min(best, radius)
+        lim = clock.limit(time_limit)
+        if lim is not None and lim <= 0:
+            timeout = True
+            lowers.append(0.0)
+            continue
+        blo, bhi = milp.input_box(x0f, cap, domain)
+        model = milp.build_model(net, blo, bhi, b, spec=specs[j], objective=Objective.DISTANCE, x0=x0f, radius=cap,
+                                 _mats=mats)
+        res = milp.solve_model(model, solver=solver, time_limit=lim, threads=threads, mip_rel_gap=mip_rel_gap)
+        verdict, chk = milp.interpret(net, model, res, polish=polish, polish_margin=margin_tol, threads=threads)
+        runs.append(_run_record(cap, t, model, res, verdict))
+        if chk is not None and chk.valid and chk.distance < best:
+            best, x_best, t_best = chk.distance, chk.x, t
+        if res.status is SolverStatus.INFEASIBLE:
+            lowers.append(cap)  # no point of this class within the cap
+        elif res.status is SolverStatus.OPTIMAL and res.bound is not None:
+            lowers.append(min(max(res.bound, 0.0), cap))
+        else:
+            lowers.append(max(res.bound or 0.0, 0.0))
+            timeout |= res.status is SolverStatus.TIME_LIMIT
+            unknown |= res.status is not SolverStatus.TIME_LIMIT
+    lower = min(lowers + [radius])
+    if x_best is None and not (timeout or unknown):  # the ball covers the domain: no adversarial point at all
+        best = lower = math.inf
+    upper = best if x_best is not None or not (timeout or unknown) else math.inf
+    lower = min(lower, upper)
+    status = DistanceStatus.TIMEOUT if timeout else DistanceStatus.UNKNOWN if unknown else DistanceStatus.EXACT
+    if status is DistanceStatus.EXACT and math.isfinite(upper) and upper - lower > mip_rel_gap * upper + exact_abs_tol:
+        status = DistanceStatus.UNKNOWN  # e.g. no checked point reached the proven bound
+    return status, lower, upper, x_best, t_best, runs, milp.unstable_counts(mats, b), bounds_time
+
+
+def _bisection(net, x0f, label, xa, d_adv, clock, time_limit, tol, bounds, tighten_lp, domain, threads, solver,
+               screen, polish):
+    radius = d_adv if d_adv is not None else _domain_radius(x0f, domain)
+    lo, hi = 0.0, radius
+    x_best = xa
+    t_best = None
+    runs: list[OptimizationRun] = []
+    bounds_time = 0.0
+    status = DistanceStatus.EXACT
+    if xa is not None:
+        with torch.no_grad():
+            t_best = int(net.forward(torch.from_numpy(xa).reshape((1,) + tuple(net.input_shape)))[0].argmax())
+    else:  # no attack point: first decide the whole capped domain
+        r = verify(net, x0f, label, radius, time_limit=time_limit, total_time_limit=clock.left(), bounds=bounds,
+                   tighten_lp=tighten_lp, domain=domain, threads=threads, solver=solver, screen=screen,
+                   polish=polish)
+        runs += r.runs
+        bounds_time += r.bounds_time_s
+        if r.status is VerificationStatus.ROBUST:
+            return DistanceStatus.EXACT, math.inf, math.inf, None, None, runs, None, bounds_time
+        if r.status is not VerificationStatus.NOT_ROBUST:
+            return (DistanceStatus.TIMEOUT if r.status is VerificationStatus.TIMEOUT else DistanceStatus.UNKNOWN,
+                    0.0, radius, None, None, runs, None, bounds_time)
+        x_best, t_best = np.asarray(r.counterexample, dtype=_F64).reshape(-1), r.target
+        hi = float(np.abs(x_best - x0f).max())
+    while hi - lo > tol:
+        if clock.left() <= 0:
+            status = DistanceStatus.TIMEOUT
+            break
+        eps = (lo + hi) / 2
+        r = verify(net, x0f, label, eps, time_limit=time_limit, total_time_limit=clock.left(), bounds=bounds,
+                   tighten_lp=tighten_lp, domain=domain, threads=threads, solver=solver, screen=screen,
+                   polish=polish)
+        runs += r.runs
+        bounds_time += r.bounds_time_s
+        if r.status is VerificationStatus.ROBUST:
+            lo = eps
+        elif r.status is VerificationStatus.NOT_ROBUST:
+            xc = np.asarray(r.counterexample, dtype=_F64).reshape(-1)
+            d = float(np.abs(xc - x0f).max())
+            if d >= hi:  # cannot happen (the point lies in the eps-ball): guard against an endless loop
+                status = DistanceStatus.UNKNOWN
+                break
+            hi, x_best, t_best = d, xc, r.target
+        else:
+            status = DistanceStatus.TIMEOUT if r.status is VerificationStatus.TIMEOUT else DistanceStatus.UNKNOWN
+            break
+    return status, lo, hi, x_best, t_best, runs, None, bounds_time

@@ -1,0 +1,335 @@
+"""VNN-LIB 1.0 properties and their exact verification with the MILP of :mod:`lsub_helpers.milp`.
+
+A VNN-LIB file states the *unsafe* set: input constraints (a box) and output constraints; the property is
+``sat`` (not robust) iff some input of the box reaches the unsafe output set.  :func:`read_vnnlib` turns
+the assertions into disjunctive normal form and returns, like nnenum's ``read_vnnlib_simple``,
+``[(box, [(mat, rhs), ...]), ...]``: for every input box (``box[i] = (lo, hi)`` of input ``X_i``), a
+disjunction of conjunctions ``mat @ Y <= rhs``.  Supported: ``declare-const``, ``assert`` with ``and``,
+``or``, ``<=``, ``>=`` (``<``/``>`` are read as non-strict), ``=`` and linear terms (``+``, ``-``, ``*`` by a
+constant); an atom mixes no ``X`` and ``Y``, and an input atom bounds one variable.
+
+:func:`verify_vnnlib` decides a property on a :class:`~lsub_helpers.network.ReluNetwork`: one MILP per
+disjunct minimising ``max_k (mat @ f(x) - rhs)_k`` (<= 0 iff the disjunct is reached) in verdict-only
+mode; :func:`write_result` writes the answer in the VNN-COMP format.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import milp
+from .milp import OutputSpec, VerificationStatus
+from .network import ReluNetwork
+
+__all__ = ["VnnlibError", "read_vnnlib", "VnnResult", "verify_vnnlib", "write_result", "format_counterexample"]
+
+
+class VnnlibError(ValueError):
+    """A VNN-LIB file outside the supported fragment."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parsing
+# ---------------------------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"\(|\)|[^\s()]+")
+
+
+def _tokens(text: str) -> list[str]:
+    text = "\n".join(line.split(";", 1)[0] for line in text.splitlines())
+    return _TOKEN.findall(text)
+
+
+def _sexprs(tokens: list[str]) -> list:
+    out, stack = [], [[]]
+    for tok in tokens:
+        if tok == "(":
+            stack.append([])
+        elif tok == ")":
+            if len(stack) == 1:
+                raise VnnlibError("unbalanced ')'")
+            done = stack.pop()
+            stack[-1].append(done)
+        else:
+            stack[-1].append(tok)
+    if len(stack) != 1:
+        raise VnnlibError("unbalanced '('")
+    return stack[0]
+
+
+_VAR = re.compile(r"^([XY])_(\d+)$")
+
+
+def _linear(term, declared: set[str]) -> tuple[dict[str, float], float]:
+    """A term as ({var: coef}, const)."""
+    if isinstance(term, str):
+        if term in declared or _VAR.match(term):
+            if term not in declared:
+                raise VnnlibError(f"undeclared variable {term}")
+            return {term: 1.0}, 0.0
+        try:
+            return {}, float(term)
+        except ValueError:
+            raise VnnlibError(f"unknown symbol {term!r}") from None
+    if not term:
+        raise VnnlibError("empty term")
+    op, args = term[0], [_linear(a, declared) for a in term[1:]]
+    if op == "+":
+        coefs, const = {}, 0.0
+        for c, k in args:
+            for v, a in c.items():
+                coefs[v] = coefs.get(v, 0.0) + a
+            const += k
+        return coefs, const
+    if op == "-":
+        if len(args) == 1:
+            c, k = args[0]
+            return {v: -a for v, a in c.items()}, -k
+        (c0, k0), rest = args[0], args[1:]
+        coefs = dict(c0)
+        for c, k in rest:
+            for v, a in c.items():
+                coefs[v] = coefs.get(v, 0.0) - a
+            k0 -= k
+        return coefs, k0
+    if op == "*":
+        with_vars = [p for p in args if p[0]]
+        if len(with_vars) > 1:
+            raise VnnlibError("product of two variables is not linear")
+        scale = math.prod(k for c, k in args if not c)
+        if not with_vars:
+            return {}, scale
+        c, k = with_vars[0]
+        return {v: a * scale for v, a in c.items()}, k * scale
+    raise VnnlibError(f"unsupported operator {op!r}")
+
+
+def _atoms(formula, declared) -> list[list[tuple[dict, float, bool]]]:
+    """DNF of a formula: a list of conjunctions of atoms ``coefs . v + const <= 0`` (bool: is equality)."""
+    if isinstance(formula, str) or not formula:
+        raise VnnlibError(f"not a formula: {formula!r}")
+    op = formula[0]
+    if op == "and":
+        parts = [_atoms(f, declared) for f in formula[1:]]
+        return [sum(combo, []) for combo in itertools.product(*parts)]
+    if op == "or":
+        return [conj for f in formula[1:] for conj in _atoms(f, declared)]
+    if op in ("<=", ">=", "<", ">", "="):
+        if len(formula) != 3:
+            raise VnnlibError(f"{op} needs two arguments")
+        (ca, ka), (cb, kb) = _linear(formula[1], declared), _linear(formula[2], declared)
+        diff = dict(ca)
+        for v, a in cb.items():
+            diff[v] = diff.get(v, 0.0) - a
+        const = ka - kb  # lhs - rhs = diff . v + const
+        if op in (">=", ">"):
+            diff, const = {v: -a for v, a in diff.items()}, -const
+        return [[(diff, const, op == "=")]]
+    raise VnnlibError(f"unsupported connective {op!r}")
+
+
+def read_vnnlib(path_or_text) -> list[tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]]:
+    """``[(box, [(mat, rhs), ...]), ...]``: the unsafe set is the union over the list of
+    ``{X in box, mat @ Y <= rhs}`` for any of the pairs.  ``box`` has shape (num_inputs, 2)."""
+    text = Path(path_or_text).read_text() if _is_path(path_or_text) else str(path_or_text)
+    declared: set[str] = set()
+    asserts = []
+    for expr in _sexprs(_tokens(text)):
+        if not isinstance(expr, list) or not expr:
+            raise VnnlibError(f"unexpected top-level token {expr!r}")
+        if expr[0] == "declare-const":
+            if len(expr) != 3 or expr[2] != "Real" or not _VAR.match(expr[1]):
+                raise VnnlibError(f"unsupported declaration {expr!r}")
+            declared.add(expr[1])
+        elif expr[0] == "assert":
+            asserts.append(expr[1])
+        else:
+            raise VnnlibError(f"unsupported command {expr[0]!r}")
+    n_in = _count(declared, "X")
+    n_out = _count(declared, "Y")
+    conjs = [[]]
+    for a in asserts:
+        conjs = [c + d for c in conjs for d in _atoms(a, declared)]
+    grouped: dict[bytes, tuple[np.ndarray, list]] = {}
+    for conj in conjs:
+        box = np.tile([-math.inf, math.inf], (n_in, 1))
+        rows, rhs = [], []
+        feasible = True
+        for coefs, const, eq in conj:
+            kinds = {_VAR.match(v).group(1) for v in coefs if coefs[v] != 0}
+            if kinds == {"X"}:
+                if len(coefs) != 1:
+                    raise VnnlibError("only bounds on single inputs are supported, not general input constraints")
+                (v, a), = coefs.items()
+                i = int(_VAR.match(v).group(2))
+                val = -const / a
+                if eq or a > 0:
+                    box[i, 1] = min(box[i, 1], val)
+                if eq or a < 0:
+                    box[i, 0] = max(box[i, 0], val)
+            elif kinds == {"Y"}:
+                row = np.zeros(n_out)
+                for v, a in coefs.items():
+                    row[int(_VAR.match(v).group(2))] += a
+                rows.append(row)
+                rhs.append(-const)
+                if eq:
+                    rows.append(-row)
+                    rhs.append(const)
+            elif not kinds:
+                feasible &= const <= 0 if not eq else const == 0
+            else:
+                raise VnnlibError("an atom mixes inputs and outputs")
+        if not feasible or np.any(box[:, 0] > box[:, 1]):
+            continue
+        if not rows:
+            raise VnnlibError("a disjunct has no output constraint (the whole box would be unsafe)")
+        key = box.tobytes()
+        grouped.setdefault(key, (box, []))[1].append((np.array(rows), np.array(rhs)))
+    return list(grouped.values())
+
+
+def _is_path(x) -> bool:
+    if isinstance(x, Path):
+        return True
+    return isinstance(x, str) and "\n" not in x and "(" not in x
+
+
+def _count(declared: set[str], kind: str) -> int:
+    idx = sorted(int(m.group(2)) for v in declared if (m := _VAR.match(v)) and m.group(1) == kind)
+    if idx != list(range(len(idx))):
+        raise VnnlibError(f"{kind} variables must be {kind}_0 .. {kind}_n without gaps")
+    return len(idx)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Verification
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VnnResult:
+    result: str  # "sat" | "unsat" | "timeout" | "unknown"
+    x: np.ndarray | None  # counterexample (flat input) for sat
+    y: np.ndarray | None  # its outputs (float64 forward pass)
+    runs: tuple  # (box index, disjunct index, MilpModel counts, SolveResult) per MILP
+    time_s: float
+
+
+def verify_vnnlib(net: ReluNetwork, prop, *, time_limit: float = 60.0, bounds="crown", threads: int = 1,
+                  verdict_target: float = -1e-4, tighten_lp: float = 0.0, attack_steps: int = 50,
+                  attack_restarts: int = 4) -> VnnResult:
+    """Decide a VNN-LIB property (``read_vnnlib`` output or a path) on ``net`` within ``time_limit`` s.
+
+    Per input box: projected sign-gradient descent on each disjunct's violation from the box centre and
+    ``attack_restarts`` random points (``attack_steps`` steps; 0 switches it off), then bounds rule out
+    the disjuncts they can, then one verdict-only MILP per remaining disjunct.  ``sat`` only with a
+    point that passed :func:`lsub_helpers.milp.check_counterexample`.
+    """
+    t0 = time.perf_counter()
+    if not isinstance(prop, list):
+        prop = read_vnnlib(prop)
+    mats = milp._Mats.of(net)
+    runs = []
+    verdicts = []
+    for bi, (box, disjuncts) in enumerate(prop):
+        if box.shape[0] != net.input_size:
+            raise VnnlibError(f"the property has {box.shape[0]} inputs, the network {net.input_size}")
+        if not np.isfinite(box).all():
+            raise VnnlibError("every input needs a finite lower and upper bound")
+        lower, upper = box[:, 0].copy(), box[:, 1].copy()
+        specs = [OutputSpec(m, r, strict=False, name=f"disjunct {j}") for j, (m, r) in enumerate(disjuncts)]
+        if any(s.mat.shape[1] != net.num_classes for s in specs):
+            raise VnnlibError(f"the property has outputs Y_0.. Y_{specs[0].mat.shape[1] - 1}, "
+                              f"the network {net.num_classes}")
+        # a cheap falsifier first (as VNN-COMP tools do); its points are re-checked in float64
+        if attack_steps:
+            x_found = _falsify(net, lower, upper, specs, steps=attack_steps, restarts=attack_restarts)
+            if x_found is not None:
+                return _sat(net, x_found, runs, t0)
+        from .distance import _row_lower, prepare_bounds
+
+        b, _ = prepare_bounds(net, lower, upper, bounds=bounds, tighten_lp=tighten_lp, threads=threads, specs=specs,
+                              _mats=mats)
+        lbs = milp.spec_lower_bounds(net, lower, upper, b, specs, row_lower=_row_lower(b, specs), threads=threads,
+                                     _mats=mats)
+        for j in np.argsort(lbs, kind="stable"):
+            if milp._unreachable(lbs[j], specs[j]):
+                continue
+            left = time_limit - (time.perf_counter() - t0)
+            if left <= 0:
+                return VnnResult("timeout", None, None, tuple(runs), time.perf_counter() - t0)
+            model = milp.build_model(net, lower, upper, b, spec=specs[j], _mats=mats)
+            left = time_limit - (time.perf_counter() - t0)
+            res = milp.solve_model(model, time_limit=max(left, 1e-3), threads=threads, objective_bound=0.0,
+                                   objective_target=verdict_target)
+            verdict, chk = milp.interpret(net, model, res, threads=threads)
+            runs.append((bi, int(j), model.counts, res))
+            if verdict is VerificationStatus.NOT_ROBUST:
+                return _sat(net, chk.x, runs, t0)
+            verdicts.append(verdict)
+    if all(v is VerificationStatus.ROBUST for v in verdicts):
+        return VnnResult("unsat", None, None, tuple(runs), time.perf_counter() - t0)
+    result = "timeout" if VerificationStatus.TIMEOUT in verdicts else "unknown"
+    return VnnResult(result, None, None, tuple(runs), time.perf_counter() - t0)
+
+
+def _falsify(net: ReluNetwork, lower: np.ndarray, upper: np.ndarray, specs, *, steps: int, restarts: int,
+             seed: int = 0) -> np.ndarray | None:
+    """Projected sign-gradient descent on the violation of every spec at once (one batch: the box centre
+    and ``restarts`` random points per spec); the best points are re-checked in float64."""
+    gen = torch.Generator().manual_seed(seed)
+    lo, hi = torch.from_numpy(lower), torch.from_numpy(upper)
+    k = restarts + 1
+    shape = (-1,) + tuple(net.input_shape)
+    mats = [(torch.from_numpy(sp.mat), torch.from_numpy(sp.rhs)) for sp in specs]
+
+    def violations(x):
+        y = net.forward(x.reshape(shape))
+        return torch.cat([(y[j * k:(j + 1) * k] @ m.T - r).max(dim=1).values for j, (m, r) in enumerate(mats)])
+
+    start = torch.cat([((lo + hi) / 2)[None], lo + (hi - lo) * torch.rand((restarts,) + lo.shape, generator=gen,
+                                                                           dtype=torch.float64)])
+    x = start.repeat(len(specs), 1)
+    step = (hi - lo) / 4
+    for it in range(steps):
+        x = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(violations(x).sum(), x)
+        with torch.no_grad():
+            x = torch.minimum(torch.maximum(x - step * g.sign(), lo), hi)
+        if it % 10 == 9:
+            step = step / 2
+    with torch.no_grad():
+        v = violations(x)
+    for i in torch.argsort(v).tolist()[:3]:
+        chk = milp.check_counterexample(net, x[i].numpy(), lower, upper, specs[i // k])
+        if chk.valid:
+            return chk.x
+    return None
+
+
+def _sat(net, x, runs, t0) -> VnnResult:
+    with torch.no_grad():
+        y = net.forward(torch.from_numpy(np.asarray(x, dtype=np.float64)).reshape((1,) + tuple(net.input_shape)))
+    return VnnResult("sat", np.asarray(x), y.numpy()[0], tuple(runs), time.perf_counter() - t0)
+
+
+def format_counterexample(x: np.ndarray, y: np.ndarray) -> str:
+    """``((X_0 v)\\n (X_1 v)\\n ... (Y_0 v) ...)`` as VNN-COMP expects after the ``sat`` line."""
+    parts = [f"(X_{i} {float(v) + 0.0!r})" for i, v in enumerate(np.asarray(x).reshape(-1))]
+    parts += [f"(Y_{i} {float(v) + 0.0!r})" for i, v in enumerate(np.asarray(y).reshape(-1))]
+    return "(" + "\n ".join(parts) + ")"
+
+
+def write_result(path, result: str, x=None, y=None) -> None:
+    text = result + "\n"
+    if result == "sat" and x is not None:
+        text += format_counterexample(x, y) + "\n"
+    Path(path).write_text(text)
