@@ -1,4 +1,6 @@
-"""Run the code cells of a MyST notebook chapter as one script (quick check while writing)."""
+"""Run the code cells of a MyST notebook chapter as one script (quick check while writing a chapter):
+    python tests/run_chapter.py book/03_local_substitutes.md
+"""
 import re, sys, matplotlib
 matplotlib.use("Agg")
 text = open(sys.argv[1]).read()
