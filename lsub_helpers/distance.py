@@ -271,10 +271,20 @@ def _attack(net, x0, label, domain, attack):
 
         attack = min_distance_attack(net, torch.as_tensor(x0, dtype=torch.float64).reshape(net.input_shape), label,
                                      domain=domain)
-    if not getattr(attack, "success", False):
+    if not getattr(attack, "success", False) or getattr(attack, "x_adv", None) is None:
         return None, None, None, time.perf_counter() - t0
+    # success is recomputed on this network in float64, never trusted: an attack result computed on f may
+    # be handed to a substitute g, where its point need not be adversarial
     xa = np.asarray(torch.as_tensor(attack.x_adv, dtype=torch.float64), dtype=_F64).reshape(-1)
-    return xa, float(attack.distance), attack.adv_label, time.perf_counter() - t0
+    if xa.size != x0.size:
+        raise ValueError(f"attack point has {xa.size} values, the input has {x0.size}")
+    if domain is not None:
+        xa = np.clip(xa, domain[0], domain[1])
+    with torch.no_grad():
+        pred = int(net.forward(torch.from_numpy(xa).reshape((1,) + tuple(net.input_shape)))[0].argmax())
+    if pred == label:
+        return None, None, None, time.perf_counter() - t0
+    return xa, float(np.abs(xa - x0).max()), pred, time.perf_counter() - t0
 
 
 def boundary_distance(

@@ -87,9 +87,13 @@ def run_anchor(net: ReluNetwork, x0: torch.Tensor, label: int, index: int, confi
                 continue
             prune_s = time.perf_counter() - t0  # without the attack, shared by all substitutes
             g = sub.network
-            dg = boundary_distance(g, x0, label, **kw)
+            # f's counterexample is reused when it is adversarial for g too (always for `linear`, where
+            # g(x_adv) = f(x_adv)); otherwise g gets its own attack.  boundary_distance re-checks it on g.
+            reuse = int(g.predict(adv.x_adv.reshape((1,) + tuple(g.input_shape)))[0]) != label
+            dg = boundary_distance(g, x0, label, attack=adv if reuse else True, **kw)
             subs.append(dict(method=method, gamma=gamma, prune_s=prune_s, relus_left=g.num_relus,
-                             pruned_per_layer=list(sub.pruned_per_layer), g=_distance_record(dg)))
+                             pruned_per_layer=list(sub.pruned_per_layer), attack_reused=reuse,
+                             g=_distance_record(dg)))
     rec["substitutes"] = subs
     return rec
 

@@ -356,7 +356,16 @@ class _Hidden:
     layers: tuple[dict, ...]  # per layer: const/linear/relu masks, z/y/q columns
 
 
-def _encode_hidden(mats: _Mats, bounds, lower: np.ndarray, upper: np.ndarray, n_layers: int) -> _Hidden:
+def _encode_hidden(mats: _Mats, bounds, lower: np.ndarray, upper: np.ndarray, n_layers: int,
+                   compose_affine: bool = True) -> _Hidden:
+    """Rows and columns of the first ``n_layers`` layers.
+
+    With ``compose_affine`` a neuron that is affine on the box (stable active, or replaced by a non-constant
+    affine function) gets no variable of its own: its output is substituted into the next layer as an
+    affine expression of earlier variables.  The feasible set is the same (its bound rows were implied);
+    the model is smaller, which matters for substitutes where most neurons are affine.  Only unstable
+    ReLUs keep a pre-activation variable ``z`` (with a defining row) and an output ``y``.
+    """
     b = _Builder()
     n0 = lower.size
     xcols = b.cols("x", np.arange(n0), lower, upper)
@@ -367,7 +376,7 @@ def _encode_hidden(mats: _Mats, bounds, lower: np.ndarray, upper: np.ndarray, n_
         w, bias = mats.weights[k], mats.biases[k]
         lo, hi = bounds[k]
         const, linear, relu = _split_layer(mats, k, lo, hi)
-        nz = np.flatnonzero(~const)
+        nz = np.flatnonzero(relu if compose_affine else ~const)
         wl, wh = _widen(lo[nz], hi[nz])
         zcols = b.cols(f"z{k}", nz, wl, wh)
         # z - W[nz] (P v + q) = b[nz]
@@ -399,13 +408,23 @@ def _encode_hidden(mats: _Mats, bounds, lower: np.ndarray, upper: np.ndarray, n_
         lin = np.flatnonzero(linear)
         ymap = np.full(lo.size, -1)
         ymap[ri] = ycols
-        prow = np.r_[lin, ri]
-        pcol = np.r_[zmap[lin], ymap[ri]]
-        pval = np.r_[a[lin], np.ones(m)]
+        q_new = np.zeros(lo.size)
+        q_new[const] = np.where(mats.replaced[k][const], mats.offset[k][const], 0.0)
+        if compose_affine:  # h_lin = a * (W[lin] (P v + q) + b[lin]) + c
+            p_lin = sp.csr_matrix(sp.diags(a[lin]) @ (w[lin] @ P))
+            p_lin.resize(lin.size, b.n_cols)
+            p_lin = p_lin.tocoo()
+            prow = np.r_[lin[p_lin.row], ri]
+            pcol = np.r_[p_lin.col, ymap[ri]]
+            pval = np.r_[p_lin.data, np.ones(m)]
+            q_new[lin] = a[lin] * (w[lin] @ q + bias[lin]) + c[lin]
+        else:
+            prow = np.r_[lin, ri]
+            pcol = np.r_[zmap[lin], ymap[ri]]
+            pval = np.r_[a[lin], np.ones(m)]
+            q_new[lin] = c[lin]
         P = sp.csr_matrix((pval, (prow, pcol)), shape=(lo.size, b.n_cols))
-        q = np.zeros(lo.size)
-        q[const] = np.where(mats.replaced[k][const], mats.offset[k][const], 0.0)
-        q[lin] = c[lin]
+        q = q_new
         layers.append(dict(const=const, linear=linear, relu=relu, zcols=zmap, ycols=ymap, qcols=qcols, relu_idx=ri))
     return _Hidden(b, P, q, xcols, tuple(layers))
 
@@ -711,6 +730,7 @@ def build_model(
     x0=None,
     radius: float | None = None,
     margin_tol: float = 0.0,
+    compose_affine: bool = True,
     _mats: _Mats | None = None,
 ) -> MilpModel:
     """The MILP of Appendix A.2 on the input box ``[lower, upper]`` with pre-activation ``bounds``.
@@ -722,7 +742,7 @@ def build_model(
     ``C f(x) <= d - margin_tol``.  With the default ``margin_tol = 0`` the optimum is the exact distance
     (its bound is a sound lower bound) and the solver's point lies on the boundary, where the float64
     re-check may reject it; :func:`interpret` then takes the best point of its linear region with a small
-    slack.
+    slack.  ``compose_affine=False`` keeps a variable for every non-constant neuron (MIPVerify's layout).
     """
     t0 = time.perf_counter()
     objective = Objective(objective)
@@ -735,7 +755,7 @@ def build_model(
     pre = _as_numpy_bounds(bounds)
     if len(pre) != len(net.activations) or any(lo.size != a.size for (lo, _), a in zip(pre, net.activations)):
         raise ValueError("bounds do not match the network's ReLU layers")
-    hidden = _encode_hidden(mats, pre, lower, upper, len(pre))
+    hidden = _encode_hidden(mats, pre, lower, upper, len(pre), compose_affine)
     b = hidden.builder
     g, g0 = _output_rows(mats, hidden, len(pre), spec.mat)
     g0 = g0 - spec.rhs  # the spec's rows as  G v + g0 <= 0

@@ -22,6 +22,8 @@ SETS = {
              total_time_limit=300.0, title="Embedded default: an MLP 64-32-32-10 on scikit-learn's digits"),
     ],
     "paper": [
+        dict(name="mnist-cnna-clean", network="mnist-cnna-clean", dataset="mnist", n_anchors=10, data="mnist",
+             title="MNIST CNNa, clean training (the paper's 'clean' network, trained here)"),
         dict(name="mnist-wk17a", network="cnna_mnist_wk17a_lp_eps0.1_mipverify", dataset="mnist", n_anchors=10, data="mnist",
              title="MNIST CNNa (WK17a, provably robust at 0.1; MIPVerify's network)"),
         dict(name="mnist-sdp-pgd", network="cnna_mnist_sdp_pgd_adv", dataset="mnist", n_anchors=10, data="mnist",

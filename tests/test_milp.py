@@ -192,6 +192,27 @@ def test_2d_network_against_grid(seed):
     assert int(net.forward(above.counterexample[None])[0].argmax()) != label
 
 
+def test_attack_result_is_rechecked_on_the_network():
+    """An AttackResult made on another network (f's, handed to a substitute) is re-checked, not trusted."""
+    import dataclasses as dc
+
+    from lsub_helpers.attacks import min_distance_attack
+
+    net = _net((2, 3, 3, 3), TINY[0])
+    x0, label = _anchor(net, TINY[0])
+    truth = _brute_force(net, x0.numpy(), label)
+    adv = min_distance_attack(net, x0, label, seed=0)
+    assert adv.success
+    # the same point with an understated distance: the distance is recomputed from the point
+    lying = dc.replace(adv, distance=adv.distance / 10)
+    d = boundary_distance(net, x0, label, method="bisection", bounds="ibp", attack=lying, tol=1e-7, **HIGHS)
+    assert d.d_adv == pytest.approx(adv.distance, abs=1e-12) and d.lower <= truth + 1e-9 <= d.upper + 2e-9
+    # a "success" whose point is the anchor itself: ignored, the distance is still found
+    fake = dc.replace(adv, x_adv=x0.clone(), distance=0.0)
+    d = boundary_distance(net, x0, label, method="direct", bounds="ibp", attack=fake, mip_rel_gap=1e-9, **HIGHS)
+    assert d.d_adv is None and d.value == pytest.approx(truth, abs=2e-6)
+
+
 def test_substitutes_reduce_binaries_exactly():
     net = _net((4, 12, 12, 3), 5, scale=2.0)
     x0 = torch.full((4,), 0.5, dtype=torch.float64)
@@ -217,13 +238,21 @@ def test_substitutes_reduce_binaries_exactly():
     unst_sub = [((l < 0) & (u > 0) & ~r.numpy()) for (l, u), r in zip(bs.pre_activation, rep)]
     assert m.num_binaries == sum(int(u.sum()) for u in unst_sub)
     assert m.replaced == (2, 2)
-    # variables: x, z for every non-constant neuron, y for every unstable one
+    # variables (default, affine neurons composed away): x, then z and y for every unstable ReLU
+    assert m.num_continuous == 4 + 2 * m.num_binaries
+    # MIPVerify's layout: x, z for every non-constant neuron, y for every unstable one
+    m_full = milp.build_model(sub, lo, hi, bs, label=0, target=1, compose_affine=False)
     expect = 4
     for (l, u), r, s in zip(bs.pre_activation, rep, slope):
         r = r.numpy()
         const = np.where(r, s.numpy() == 0, u <= 0)
         expect += int((~const).sum()) + int(((l < 0) & (u > 0) & ~r).sum())
-    assert m.num_continuous == expect
+    assert m_full.num_continuous == expect
+    assert m_full.num_binaries == m.num_binaries
+    # both layouts describe the same set: the same optimum
+    r1 = milp.solve_model(m, time_limit=60)
+    r2 = milp.solve_model(m_full, time_limit=60)
+    assert r1.objective == pytest.approx(r2.objective, abs=1e-6)
     # the first layer sees the same input box: exactly two binaries fewer there
     assert m.unstable[0] == base.unstable[0] - 2
 
