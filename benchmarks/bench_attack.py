@@ -13,25 +13,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gzip
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import WK17A, machine, mnist_test, shared_data, wk17a  # noqa: E402
 from lsub_helpers.attacks import min_distance_attack, pgd  # noqa: E402
-from lsub_helpers.network import ReluNetwork  # noqa: E402
 
-NETWORK = "cnna_mnist_wk17a_lp_eps0.1_mipverify"
 # 1-based MNIST test sample -> exact L-inf distance (MIPVerify)
 EXACT = {9: 0.0940014207, 493: 0.04930910042}
 # MIPVerify's unit-test cases (groundtruth/mipverify_reference_values.json): no adversarial example
@@ -41,57 +35,6 @@ MISCLASSIFIED = (248,)
 TARGET_RATIO = 1.02
 
 
-def shared_dir() -> Path | None:
-    for cand in (os.environ.get("LSUB_SHARED"), "/work/shared", ROOT.parent / "shared"):
-        if cand and (Path(cand) / "data").is_dir():
-            return Path(cand)
-    return None
-
-
-def load_network(shared: Path) -> ReluNetwork:
-    from torch import nn
-
-    seq = nn.Sequential(
-        nn.Conv2d(1, 16, 4, 2, 1),
-        nn.ReLU(),
-        nn.Conv2d(16, 32, 4, 2, 1),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(1568, 100),
-        nn.ReLU(),
-        nn.Linear(100, 10),
-    )
-    seq.load_state_dict(torch.load(shared / "data" / "models" / f"{NETWORK}.pt", weights_only=True))
-    return ReluNetwork.from_torch(seq, (1, 28, 28))
-
-
-def load_mnist_test(shared: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    d = shared / "data" / "mnist"
-    with gzip.open(d / "t10k-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(), dtype=np.uint8, offset=16).reshape(-1, 1, 28, 28)
-    with gzip.open(d / "t10k-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(), dtype=np.uint8, offset=8)
-    return torch.from_numpy(images.astype(np.float64) / 255.0), torch.from_numpy(labels.astype(np.int64))
-
-
-def machine() -> str:
-    uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip()
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"- `uname -a`: {uname}\n- CPU: {cpu or platform.processor()}; `nproc`: {os.cpu_count()}; "
-        f"torch threads: {torch.get_num_threads()}; load average at start: {os.getloadavg()[0]:.1f} "
-        "(the machine is shared: wall time depends on the load, CPU time less so)\n"
-        f"- Python {platform.python_version()}, torch {torch.__version__}"
-    )
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--no-write", action="store_true", help="print only, do not write results/attack.md")
@@ -99,14 +42,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=1, help="repeat each anchor with seeds 0..n-1")
     args = ap.parse_args(argv)
 
-    shared = shared_dir()
+    shared = shared_data()
     if shared is None:
         print("SKIP: shared data directory not found (/work/shared or ../shared)")
         return 0
     torch.set_num_threads(args.threads)
     mach = machine()
-    net = load_network(shared)
-    images, labels = load_mnist_test(shared)
+    net = wk17a(shared)
+    images, labels = mnist_test(shared)
 
     rows, ratios, lines = [], [], []
     for sample, exact in EXACT.items():
@@ -178,7 +121,7 @@ def main(argv=None) -> int:
 
 - Date: {dt.datetime.now().isoformat(timespec="seconds")}
 - Command: `{command}`
-- Network: `{NETWORK}` (shared), MNIST test samples (1-based), exact distances from MIPVerify.
+- Network: `{WK17A}` (shared), MNIST test samples (1-based), exact distances from MIPVerify.
 - Attack: `min_distance_attack(net, x0, label, seed=seed)` with its defaults (one row per seed); d_adv
   verified in float64. Gradient steps count batched backward passes; inputs evaluated sum the batch rows.
 {mach}

@@ -17,17 +17,13 @@ it on ``sys.path``.  Without it the comparison section says so and the rest stil
 from __future__ import annotations
 
 import argparse
-import datetime
-import gzip
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,30 +34,24 @@ sys.path.insert(0, str(ROOT))
 from lsub_helpers import bounds as B  # noqa: E402
 from lsub_helpers.network import ReluNetwork  # noqa: E402
 
-SHARED = ROOT.parent / "shared"
-MODEL = SHARED / "data/models/cnna_mnist_wk17a_lp_eps0.1_mipverify.pt"
-IMAGES = SHARED / "data/mnist/t10k-images-idx3-ubyte.gz"
-LABELS = SHARED / "data/mnist/t10k-labels-idx1-ubyte.gz"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import machine, mnist_test, shared_data, wk17a_torch  # noqa: E402
+
+SHARED = shared_data() or ROOT.parent / "shared" / "data"
+MODEL = SHARED / "models/cnna_mnist_wk17a_lp_eps0.1_mipverify.pt"
+IMAGES = SHARED / "mnist/t10k-images-idx3-ubyte.gz"
 # (1-based MNIST test index, eps): 493 and 9 at about their adversarial distance (NOTES.md), 1-5 at 0.1
 CASES = [(493, 0.0497), (9, 0.0945), (1, 0.1), (2, 0.1), (3, 0.1), (4, 0.1), (5, 0.1)]
 
 
 def cnna_sequential() -> nn.Sequential:
-    seq = nn.Sequential(
-        nn.Conv2d(1, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU(), nn.Flatten(),
-        nn.Linear(1568, 100), nn.ReLU(), nn.Linear(100, 10),
-    )
-    seq.load_state_dict(torch.load(MODEL, weights_only=True))
-    return seq.eval()
+    return wk17a_torch(SHARED)
 
 
 def mnist(indices_1based):
-    with gzip.open(IMAGES) as f:
-        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
-    with gzip.open(LABELS) as f:
-        y = np.frombuffer(f.read(), np.uint8, offset=8)
+    x, y = mnist_test(SHARED)
     idx = [i - 1 for i in indices_1based]
-    return torch.tensor(x[idx] / 255.0), [int(v) for v in y[idx]]
+    return x[idx], [int(v) for v in y[idx]]
 
 
 def timed(fn, repeats):
@@ -86,24 +76,6 @@ def timed_pair(f, g, repeats):
         out_g = g()
         tg.append(time.perf_counter() - t)
     return (out_f, 1000 * min(tf), 1000 * statistics.median(tf)), (out_g, 1000 * min(tg), 1000 * statistics.median(tg))
-
-
-def machine() -> list[str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
-    return [
-        f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-        f"- CPU: {cpu}, {os.cpu_count()} cores; load average at start {load[0]:.2f} (machine shared with other jobs)",
-        f"- Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}",
-        f"- torch threads: {torch.get_num_threads()}",
-    ]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -200,7 +172,7 @@ def main() -> None:
         sys.exit(f"shared data missing: {MODEL} or {IMAGES}")
     torch.set_num_threads(args.threads)
     lines = ["# Bounds B: timing and tightness on CNNa MNIST", "", "Produced by `benchmarks/bench_bounds.py`.", ""]
-    lines += machine()
+    lines += machine().splitlines()
     seq = cnna_sequential()
     t = time.perf_counter()
     net = ReluNetwork.from_torch(seq, (1, 28, 28))

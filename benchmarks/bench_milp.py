@@ -14,53 +14,19 @@ Writes ``benchmarks/results/milp.md`` (and ``milp.json``).
 from __future__ import annotations
 
 import argparse
-import datetime
-import gzip
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SHARED = Path(os.environ.get("LSUB_SHARED", ROOT.parent / "shared")) / "data"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import machine, mnist_test, shared_data, wk17a  # noqa: E402
 REFERENCE = {9: 0.0940014207, 493: 0.04930910042}  # MIPVerify (groundtruth file; NOTES for 493)
-
-
-def load_cnna():
-    from lsub_helpers.network import ReluNetwork
-
-    seq = nn.Sequential(nn.Conv2d(1, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU(), nn.Flatten(),
-                        nn.Linear(1568, 100), nn.ReLU(), nn.Linear(100, 10))
-    seq.load_state_dict(torch.load(SHARED / "models" / "cnna_mnist_wk17a_lp_eps0.1_mipverify.pt", weights_only=True))
-    return ReluNetwork.from_torch(seq, (1, 28, 28))
-
-
-def mnist_test(i1: int):
-    with gzip.open(SHARED / "mnist" / "t10k-images-idx3-ubyte.gz") as f:
-        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[i1 - 1]
-    with gzip.open(SHARED / "mnist" / "t10k-labels-idx1-ubyte.gz") as f:
-        y = int(np.frombuffer(f.read(), np.uint8, offset=8)[i1 - 1])
-    return torch.tensor(x / 255.0, dtype=torch.float64), y
-
-
-def machine() -> str:
-    import highspy
-    import pyomo
-
-    cpu = "?"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, "
-            f"Pyomo {pyomo.__version__}, HiGHS {highspy.Highs().version()}")
 
 
 def _sum(runs, attr):
@@ -76,7 +42,6 @@ def main(argv=None) -> int:
     ap.add_argument("--tol", type=float, default=2e-6, help="bisection interval width")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "milp.md"))
     args = ap.parse_args(argv)
-    import torch
 
     torch.set_num_threads(1)  # a shared 2-core machine: intra-op threads only fight the other processes
 
@@ -84,10 +49,15 @@ def main(argv=None) -> int:
     from lsub_helpers.attacks import min_distance_attack
     from lsub_helpers.distance import boundary_distance
 
-    net = load_cnna()
+    shared = shared_data()
+    if shared is None:
+        print("SKIP: shared data directory not found (/work/shared or ../shared)")
+        return 0
+    net = wk17a(shared)
+    images, labels = mnist_test(shared)
     records = []
     for i1 in args.images:
-        x, y = mnist_test(i1)
+        x, y = images[i1 - 1], int(labels[i1 - 1])
         rec = dict(image=i1, label=y, reference=REFERENCE.get(i1), load_start=os.getloadavg()[0])
         t = time.perf_counter()
         att = min_distance_attack(net, x, y)
@@ -140,9 +110,9 @@ def report(records, args) -> str:
     lines = [
         "# Exact MILP verifier on WK17a CNNa (MIPVerify's network): speed",
         "",
-        f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-        f"- machine: {machine()}; threads = 1 for HiGHS; the machine was shared (load averages below), so",
-        "  wall times are inflated by roughly the load average divided by the 2 cores",
+        machine(),
+        "- threads = 1 for HiGHS; the machine was shared (load averages below), so wall times are inflated by",
+        "  roughly the load average divided by the 2 cores",
         f"- command: `.venv/bin/python benchmarks/bench_milp.py --images {' '.join(map(str, args.images))} "
         f"--methods {' '.join(args.methods)} --time-limit {args.time_limit:g} --tighten-lp {args.tighten_lp:g} "
         f"--tol {args.tol:g}`",

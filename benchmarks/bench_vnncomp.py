@@ -17,7 +17,6 @@ import argparse
 import csv
 import datetime
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -28,23 +27,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import machine as _machine  # noqa: E402
 BENCH = Path(os.environ.get("LSUB_SHARED", ROOT.parent / "shared")) / "data" / "vnncomp" / "mnist_fc_2022"
-
-
-def _machine() -> str:
-    import highspy
-    import pyomo
-    import torch
-
-    cpu = "?"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    h = highspy.Highs()
-    return (f"{cpu}, {os.cpu_count()} cores (load average {load:.1f} at start), Python {platform.python_version()}, "
-            f"torch {torch.__version__}, Pyomo {pyomo.__version__}, HiGHS {h.version()}")
 
 
 def _ort_check(onnx_path: Path, x: np.ndarray, prop) -> bool:
@@ -131,7 +116,7 @@ def main(argv=None) -> int:
         "# VNN-COMP 2022 mnist_fc, 784-256x2-10: exact MILP (Pyomo + HiGHS)",
         "",
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-        f"- machine: {machine}",
+        machine,
         f"- command: `.venv/bin/python benchmarks/bench_vnncomp.py --timeout {args.timeout:g}"
         f"{' --cli' if args.cli else ''} --bounds {args.bounds} --tighten-lp {args.tighten_lp:g}"
         f"{' --no-attack' if args.no_attack else ''}`"

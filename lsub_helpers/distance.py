@@ -30,6 +30,7 @@ __all__ = [
     "VerificationResult",
     "DistanceStatus",
     "DistanceResult",
+    "BisectionStep",
     "verify",
     "boundary_distance",
     "prepare_bounds",
@@ -103,6 +104,17 @@ class DistanceResult:
     time_s: float
     attack_time_s: float = 0.0
     bounds_time_s: float = 0.0
+    steps: tuple["BisectionStep", ...] = field(default=(), repr=False)  # bisection: every eps decided
+
+
+@dataclass(frozen=True)
+class BisectionStep:
+    """One eps of the bisection: its verdict, and how many MILPs it took (0: the bounds decided it)."""
+
+    eps: float
+    status: VerificationStatus
+    milp_runs: int
+    time_s: float
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -343,10 +355,11 @@ def boundary_distance(
                          solver, screen, polish)
     else:
         raise ValueError(f"method must be 'direct' or 'bisection', got {method!r}")
-    status, lower, upper, x_best, t_best, runs, unstable, bounds_time = out
+    status, lower, upper, x_best, t_best, runs, unstable, bounds_time, *steps = out
     value = upper if status is DistanceStatus.EXACT else None
     return DistanceResult(status, value, lower, upper, _as_input(x_best, net), t_best, d_adv, method, tuple(runs),
-                          tolerance, bname, unstable, clock.elapsed(), t_attack, bounds_time)
+                          tolerance, bname, unstable, clock.elapsed(), t_attack, bounds_time,
+                          tuple(steps[0]) if steps else ())
 
 
 def _direct(net, x0f, label, xa, d_adv, adv_t, clock, time_limit, bounds, tighten_lp, domain, threads, solver,
@@ -413,22 +426,32 @@ def _bisection(net, x0f, label, xa, d_adv, clock, time_limit, tol, bounds, tight
     x_best = xa
     t_best = None
     runs: list[OptimizationRun] = []
+    steps: list[BisectionStep] = []
     bounds_time = 0.0
+
+    def decide(eps: float) -> VerificationResult:
+        nonlocal bounds_time
+        r = verify(net, x0f, label, eps, time_limit=time_limit, total_time_limit=clock.left(), bounds=bounds,
+                   tighten_lp=tighten_lp, domain=domain, threads=threads, solver=solver, screen=screen,
+                   polish=polish)
+        runs.extend(r.runs)
+        steps.append(BisectionStep(eps, r.status, len(r.runs), r.time_s))
+        bounds_time += r.bounds_time_s
+        return r
+
+    def undecided(r: VerificationResult) -> DistanceStatus:
+        return DistanceStatus.TIMEOUT if r.status is VerificationStatus.TIMEOUT else DistanceStatus.UNKNOWN
+
     status = DistanceStatus.EXACT
     if xa is not None:
         with torch.no_grad():
             t_best = int(net.forward(torch.from_numpy(xa).reshape((1,) + tuple(net.input_shape)))[0].argmax())
     else:  # no attack point: first decide the whole capped domain
-        r = verify(net, x0f, label, radius, time_limit=time_limit, total_time_limit=clock.left(), bounds=bounds,
-                   tighten_lp=tighten_lp, domain=domain, threads=threads, solver=solver, screen=screen,
-                   polish=polish)
-        runs += r.runs
-        bounds_time += r.bounds_time_s
+        r = decide(radius)
         if r.status is VerificationStatus.ROBUST:
-            return DistanceStatus.EXACT, math.inf, math.inf, None, None, runs, None, bounds_time
+            return DistanceStatus.EXACT, math.inf, math.inf, None, None, runs, None, bounds_time, steps
         if r.status is not VerificationStatus.NOT_ROBUST:
-            return (DistanceStatus.TIMEOUT if r.status is VerificationStatus.TIMEOUT else DistanceStatus.UNKNOWN,
-                    0.0, radius, None, None, runs, None, bounds_time)
+            return undecided(r), 0.0, radius, None, None, runs, None, bounds_time, steps
         x_best, t_best = np.asarray(r.counterexample, dtype=_F64).reshape(-1), r.target
         hi = float(np.abs(x_best - x0f).max())
     while hi - lo > tol:
@@ -436,11 +459,7 @@ def _bisection(net, x0f, label, xa, d_adv, clock, time_limit, tol, bounds, tight
             status = DistanceStatus.TIMEOUT
             break
         eps = (lo + hi) / 2
-        r = verify(net, x0f, label, eps, time_limit=time_limit, total_time_limit=clock.left(), bounds=bounds,
-                   tighten_lp=tighten_lp, domain=domain, threads=threads, solver=solver, screen=screen,
-                   polish=polish)
-        runs += r.runs
-        bounds_time += r.bounds_time_s
+        r = decide(eps)
         if r.status is VerificationStatus.ROBUST:
             lo = eps
         elif r.status is VerificationStatus.NOT_ROBUST:
@@ -451,6 +470,6 @@ def _bisection(net, x0f, label, xa, d_adv, clock, time_limit, tol, bounds, tight
                 break
             hi, x_best, t_best = d, xc, r.target
         else:
-            status = DistanceStatus.TIMEOUT if r.status is VerificationStatus.TIMEOUT else DistanceStatus.UNKNOWN
+            status = undecided(r)
             break
-    return status, lo, hi, x_best, t_best, runs, None, bounds_time
+    return status, lo, hi, x_best, t_best, runs, None, bounds_time, steps

@@ -23,7 +23,7 @@ from .bounds import BoundMethod, compute_bounds
 from .distance import DistanceResult, DistanceStatus, boundary_distance
 from .lemma import delta_lower_bound
 from .network import ReluNetwork
-from .pruning import PruneMethod, PruningError, Substitute, prune
+from .pruning import PruneMethod, Substitute, prune
 
 __all__ = ["EstimateStatus", "DistanceEstimate", "estimate_distance", "certified_radius"]
 

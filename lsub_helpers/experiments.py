@@ -9,7 +9,6 @@ records into the columns of the paper's Table 1.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -22,9 +21,9 @@ import numpy as np
 import torch
 
 from .attacks import min_distance_attack
-from .distance import DistanceResult, DistanceStatus, boundary_distance
+from .distance import DistanceResult, boundary_distance
 from .network import ReluNetwork
-from .pruning import PruneMethod, PruningError, prune
+from .pruning import PruningError, prune
 
 __all__ = ["ExperimentConfig", "run_anchor", "run_experiment", "load_records", "table1", "runtime_points"]
 
@@ -54,7 +53,8 @@ def _runs(d: DistanceResult) -> list[dict]:
 def _distance_record(d: DistanceResult) -> dict:
     fin = lambda v: None if v is None or not math.isfinite(v) else float(v)  # noqa: E731
     return dict(status=d.status.value, value=fin(d.value), lower=fin(d.lower), upper=fin(d.upper),
-                time_s=d.time_s, attack_s=d.attack_time_s, runs=_runs(d), unstable=list(d.unstable) if d.unstable else None)
+                time_s=d.time_s, attack_s=d.attack_time_s, runs=_runs(d), unstable=list(d.unstable) if d.unstable else None,
+                steps=[dict(eps=st.eps, status=st.status.value, milp_runs=st.milp_runs, time_s=st.time_s) for st in d.steps])
 
 
 def run_anchor(net: ReluNetwork, x0: torch.Tensor, label: int, index: int, config: ExperimentConfig) -> dict:

@@ -49,7 +49,7 @@ def _tokens(text: str) -> list[str]:
 
 
 def _sexprs(tokens: list[str]) -> list:
-    out, stack = [], [[]]
+    stack = [[]]
     for tok in tokens:
         if tok == "(":
             stack.append([])

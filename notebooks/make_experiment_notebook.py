@@ -36,7 +36,6 @@ cells = [
          "torch_threads = 1             # one thread per process: 2-5x faster attacks on a shared machine",
          metadata={"tags": ["parameters"]}),
     code("import math, platform, os, datetime\n"
-         "import numpy as np\n"
          "import torch\n"
          "import matplotlib.pyplot as plt\n"
          "from IPython.display import Markdown, display\n"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 
 import pytest
-import torch
 
 from lsub_helpers.attacks import min_distance_attack
 from lsub_helpers.distance import DistanceStatus, boundary_distance

@@ -10,16 +10,14 @@ relative) takes minutes on this machine and runs only with ``LSUB_SLOW_TESTS=1``
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from torch import nn
 
+from lsub_helpers import data, models
 from lsub_helpers.distance import DistanceStatus, boundary_distance, verify
 from lsub_helpers.milp import VerificationStatus
 from lsub_helpers.network import ReluNetwork
@@ -33,10 +31,7 @@ pytestmark = pytest.mark.skipif(not MODEL.is_file(), reason="shared data (../sha
 
 @pytest.fixture(scope="module")
 def net():
-    seq = nn.Sequential(nn.Conv2d(1, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU(), nn.Flatten(),
-                        nn.Linear(1568, 100), nn.ReLU(), nn.Linear(100, 10))
-    seq.load_state_dict(torch.load(MODEL, weights_only=True))
-    return ReluNetwork.from_torch(seq, (1, 28, 28))
+    return ReluNetwork.from_torch(models.load_public("cnna_mnist_wk17a_lp_eps0.1_mipverify", SHARED).model, (1, 28, 28))
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +40,10 @@ def reference():
 
 
 def sample(i1: int):
-    with gzip.open(SHARED / "mnist" / "t10k-images-idx3-ubyte.gz") as f:
-        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[i1 - 1]
-    with gzip.open(SHARED / "mnist" / "t10k-labels-idx1-ubyte.gz") as f:
-        y = int(np.frombuffer(f.read(), np.uint8, offset=8)[i1 - 1])
-    return torch.tensor(x / 255.0, dtype=torch.float64), y
+    """MNIST test image ``i1`` (1-based) as float64 k/255, as MIPVerify reads it, and its label."""
+    x = data.read_idx(SHARED / "mnist" / "t10k-images-idx3-ubyte.gz")[i1 - 1]
+    y = int(data.read_idx(SHARED / "mnist" / "t10k-labels-idx1-ubyte.gz")[i1 - 1])
+    return torch.tensor(x.reshape(1, 28, 28) / 255.0, dtype=torch.float64), y
 
 
 @pytest.mark.parametrize("i1", [1, 2])

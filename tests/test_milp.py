@@ -18,9 +18,9 @@ import torch
 from scipy.optimize import linprog
 from torch import nn
 
-from lsub_helpers import distance, milp
+from lsub_helpers import milp
 from lsub_helpers.distance import DistanceStatus, boundary_distance, verify
-from lsub_helpers.milp import Objective, OutputSpec, SolverStatus, VerificationStatus
+from lsub_helpers.milp import OutputSpec, SolverStatus, VerificationStatus
 from lsub_helpers.network import ReluNetwork
 
 HIGHS = dict(threads=1)
@@ -117,6 +117,11 @@ def test_tiny_network_equals_brute_force(seed):
         assert int(net.forward(x)[0].argmax()) != label
         assert float((x[0] - x0).abs().max()) == pytest.approx(r.upper, abs=1e-12)
     assert all(run.eps <= b.runs[0].eps + 1e-12 for run in b.runs)  # every run recorded with its eps
+    # every bisection step is recorded, including those the bounds decided without a MILP
+    assert len(b.steps) >= 1 and sum(st.milp_runs for st in b.steps) == len(b.runs)
+    assert all(st.eps <= b.lower for st in b.steps if st.status is VerificationStatus.ROBUST)
+    assert all(st.eps >= b.upper for st in b.steps if st.status is VerificationStatus.NOT_ROBUST)
+    assert d.steps == ()
 
 
 def test_substitute_equals_brute_force():

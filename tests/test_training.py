@@ -48,7 +48,7 @@ def test_checkpoints_resume_to_the_same_weights(digits, tmp_path):
     adv = PGDTrainConfig(eps=0.1, steps=2, ramp_epochs=1.0)
     kw = dict(batch_size=64, lr=1e-2, seed=1, adversarial=adv, progress=False)
     full = training.train(fresh(), digits, epochs=3, **kw).model
-    first = training.train(fresh(), digits, epochs=2, checkpoint_dir=tmp_path, **kw)
+    training.train(fresh(), digits, epochs=2, checkpoint_dir=tmp_path, **kw)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_0001.pt", "epoch_0002.pt"]
     assert training.latest_checkpoint(tmp_path).name == "epoch_0002.pt"
     resumed = training.train(fresh(seed=99), digits, epochs=3, checkpoint_dir=tmp_path, **kw)
