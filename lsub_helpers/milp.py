@@ -4,14 +4,19 @@ A :class:`~lsub_helpers.network.ReluNetwork` (original or local substitute), an 
 pre-activation bounds give one mixed-integer linear program (:func:`build_model`):
 
 * one continuous variable ``x_i`` per input, inside the box;
-* one continuous variable ``z`` per hidden neuron that is not constant on the box, defined by its sparse
-  affine row ``z = W h + b`` (a conv neuron has 16 or 256 terms; keeping one variable per neuron keeps rows
-  short, which measured faster and more accurate with HiGHS than inlining, see NOTES);
-* a neuron that is *stable* by its bounds is eliminated: always active means ``h = z``, always inactive
-  ``h = 0`` (no variable, no row); a *replaced* neuron of a local substitute computes ``h = a z + c``
-  (no binary; with ``a = 0`` it is the constant ``c`` and needs no variable at all);
-* only an *unstable* ReLU (``l < 0 < u``) gets ``y``, a binary ``q`` and the big-M rows (4)-(6):
+* a neuron that is *affine on the box* gets no variable: always active by its bounds means ``h = z``, a
+  *replaced* neuron of a local substitute computes ``h = a z + c``; its expression is substituted into the
+  next layer (``compose_affine=True``, the default).  Always inactive (or replaced with ``a = 0``) means a
+  constant: no variable, no row;
+* only an *unstable* ReLU (``l < 0 < u``) gets its pre-activation ``z`` (one row ``z = W h + b`` in terms
+  of the inputs and earlier ``y``), ``y``, a binary ``q`` and the big-M rows (4)-(6):
   ``y >= z``, ``y <= z - l (1 - q)``, ``y <= u q``, ``y >= 0``.
+
+``compose_affine=False`` keeps a variable ``z`` with its sparse row for every non-constant neuron, as
+MIPVerify does.  The prototype notes expected that layout to be faster; measured here on the WK17a CNNa it
+is not: composing gives 3-25x fewer nonzeros and verdict-only solves 8-350x faster (image 9 at 1.02 d:
+0.16 s against 56 s; a substitute at gamma 0.99: 0.02 s against 14 s), with the same verdicts
+(``benchmarks/results/milp_compose.md``).
 
 The objective is given by an :class:`OutputSpec`, the *unsafe* output set ``{y : C y <= d}``:
 :attr:`Objective.VIOLATION` minimises ``max_k (C f(x) - d)_k`` over the box (problem (2) for the margin
