@@ -25,7 +25,8 @@ from .distance import DistanceResult, boundary_distance
 from .network import ReluNetwork
 from .pruning import PruningError, prune
 
-__all__ = ["ExperimentConfig", "run_anchor", "run_experiment", "load_records", "table1", "runtime_points"]
+__all__ = ["ExperimentConfig", "run_anchor", "run_experiment", "load_records", "table1", "table1_markdown",
+           "runtime_points"]
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,29 @@ def table1(records: Sequence[dict]) -> list[dict]:
                         total_with=tw[0], total_without=two[0],
                         total_speedup=two[0] / tw[0] if tw[2] and tw[0] > 0 else math.nan))
     return out
+
+
+def _pm(mean: float, std: float) -> str:
+    return "n/a" if mean != mean else f"{mean:.3g} ± {std:.2g}"
+
+
+def table1_markdown(rows: Sequence[dict], *, network: str | None = None) -> str:
+    """``table1`` rows as a markdown table (one line per pruner and gamma; a first column if ``network``)."""
+    head = ["pruner", "γ", "rel. diff d_bnd", "collapsed", "prune/run (s)", "run with pruning (s)",
+            "run without (s)", "speed-up per run", "D per anchor with / without (s)"]
+    if network is not None:
+        head.insert(0, "network")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["method"], f"{r['gamma']}", f"{_pm(r['rel_diff'], r['rel_diff_std'])} (n={r['rel_n']})",
+                 f"{r['collapsed']}", _pm(r["prune_per_run"], r["prune_per_run_std"]),
+                 f"{_pm(r['run_with'], r['run_with_std'])} (n={r['runs_with']})",
+                 f"{_pm(r['run_without'], r['run_without_std'])} (n={r['runs_without']})",
+                 f"{r['speedup']:.3g}", f"{r['total_with']:.3g} / {r['total_without']:.3g}"]
+        if network is not None:
+            cells.insert(0, network)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def runtime_points(records: Sequence[dict], *, gamma: float) -> dict[str, list[tuple[float, float]]]:

@@ -40,7 +40,7 @@ cells = [
          "import matplotlib.pyplot as plt\n"
          "from IPython.display import Markdown, display\n"
          "from lsub_helpers import zoo, data\n"
-         "from lsub_helpers.experiments import ExperimentConfig, run_experiment, table1, runtime_points\n\n"
+         "from lsub_helpers.experiments import ExperimentConfig, run_experiment, table1, table1_markdown, runtime_points\n\n"
          "torch.set_num_threads(torch_threads)\n"
          "f = zoo.load(network, shared_root=shared_root, data_root=data_root)\n"
          "if str(data_root or '').endswith('.npz'):  # the exact CIFAR-10 test subsets shipped as npz\n"
@@ -70,15 +70,7 @@ cells = [
        "When bounds alone decide every query of a small substitute there is no optimisation run to time: the "
        "last column, the whole exact-distance computation per anchor (bounds and MILPs, without the attack), "
        "shows that cost."),
-    code("rows = table1(records)\n"
-         "fmt = lambda m, s: 'n/a' if m != m else f\"{m:.3g} ± {s:.2g}\"\n"
-         "lines = ['| pruner | γ | rel. diff d_bnd | collapsed | prune/run (s) | run with pruning (s) | run without (s) | speed-up per run | D per anchor with / without (s) |',\n"
-         "         '|---|---|---|---|---|---|---|---|---|']\n"
-         "for r in rows:\n"
-         "    lines.append(f\"| {r['method']} | {r['gamma']} | {fmt(r['rel_diff'], r['rel_diff_std'])} (n={r['rel_n']}) | {r['collapsed']} | \"\n"
-         "                 f\"{fmt(r['prune_per_run'], r['prune_per_run_std'])} | {fmt(r['run_with'], r['run_with_std'])} (n={r['runs_with']}) | \"\n"
-         "                 f\"{fmt(r['run_without'], r['run_without_std'])} (n={r['runs_without']}) | {r['speedup']:.3g} | {r['total_with']:.3g} / {r['total_without']:.3g} |\")\n"
-         "display(Markdown('\\n'.join(lines)))"),
+    code("display(Markdown(table1_markdown(table1(records))))"),
     md("## Figure 3: runtime against verified $\\epsilon$\n\nEach point is one optimisation run that finished within its time limit."),
     code("fig, axes = plt.subplots(1, len(gammas), figsize=(5 * len(gammas), 4), sharey=True, squeeze=False)\n"
          "for ax, gm in zip(axes[0], gammas):\n"

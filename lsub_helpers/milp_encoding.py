@@ -1,0 +1,367 @@
+"""The network as sparse matrices and the rows of its MILP encoding (used by :mod:`lsub_helpers.milp`).
+
+Output specifications, input boxes, pre-activation bounds as float64 arrays, and the assembly of the
+hidden layers' rows and columns: affine neurons composed away, unstable ReLUs with the big-M rows (4)-(6).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .network import ReluNetwork
+
+_F64 = np.float64
+_INF = math.inf
+# bounds are widened by this (relative + absolute) before they enter the model, so that a bound that is
+# tight up to float rounding never cuts off a true point
+_BOUND_SLACK = 1e-9
+
+
+class BoundsMethod(enum.Enum):
+    """Pre-activation bounds for the big-M constants (``lsub_helpers.bounds``)."""
+
+    IBP = "ibp"
+    CROWN = "crown"
+    FASTLIN_IBP = "fastlin_ibp"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Output specification
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class OutputSpec:
+    """The unsafe output set ``{y : mat @ y <= rhs}`` (all rows: a conjunction).
+
+    Its *violation* at logits ``y`` is ``max_k (mat @ y - rhs)_k``: the set is reached iff it is ``< 0``
+    (``strict``, used for misclassification: a tie is not a counterexample) or ``<= 0`` (VNN-LIB).
+    """
+
+    mat: np.ndarray  # (k, num_classes) float64
+    rhs: np.ndarray  # (k,)
+    strict: bool = False
+    name: str = ""
+
+    def __post_init__(self):
+        mat = np.atleast_2d(np.asarray(self.mat, dtype=_F64))
+        rhs = np.asarray(self.rhs, dtype=_F64).reshape(-1)
+        if mat.shape[0] != rhs.size or mat.shape[0] == 0:
+            raise ValueError(f"OutputSpec: {mat.shape[0]} rows but {rhs.size} right-hand sides")
+        if not (np.isfinite(mat).all() and np.isfinite(rhs).all()):
+            raise ValueError("OutputSpec: non-finite coefficients")
+        object.__setattr__(self, "mat", mat)
+        object.__setattr__(self, "rhs", rhs)
+
+    @classmethod
+    def misclassified_as(cls, label: int, target: int, num_classes: int) -> "OutputSpec":
+        """``f_target(x) > f_label(x)``: violation is the margin ``f_label - f_target``."""
+        if label == target:
+            raise ValueError("target must differ from label")
+        row = np.zeros((1, num_classes))
+        row[0, label], row[0, target] = 1.0, -1.0
+        return cls(row, np.zeros(1), strict=True, name=f"target {target}")
+
+    @property
+    def num_rows(self) -> int:
+        return self.mat.shape[0]
+
+    def violation(self, logits) -> np.ndarray:
+        """``max_k (mat y - rhs)_k`` for a batch of logits (B, num_classes)."""
+        y = np.atleast_2d(np.asarray(logits, dtype=_F64))
+        return (y @ self.mat.T - self.rhs).max(axis=1)
+
+    def reached(self, logits) -> np.ndarray:
+        v = self.violation(logits)
+        return v < 0 if self.strict else v <= 0
+
+
+def input_box(x0, eps: float, domain=(0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """The L-inf ball of radius ``eps`` around ``x0`` intersected with ``domain``, flattened."""
+    x0 = np.asarray(torch.as_tensor(x0, dtype=torch.float64), dtype=_F64).reshape(-1)
+    lo_d, hi_d = (-_INF, _INF) if domain is None else (float(domain[0]), float(domain[1]))
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    lower = np.maximum(x0 - eps, lo_d)
+    upper = np.minimum(x0 + eps, hi_d)
+    if np.any(lower > upper):
+        raise ValueError("x0 lies outside the domain")
+    return lower, upper
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bounds
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LayerBounds:
+    """Pre-activation bounds per ReLU layer (same attribute as ``lsub_helpers.bounds.Bounds``), and, if
+    a spec matrix was given to :func:`compute_bounds`, bounds of its rows ``C f(x)`` in ``output``."""
+
+    pre_activation: tuple[tuple[np.ndarray, np.ndarray], ...]
+    method: str = ""
+    output: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def _as_numpy_bounds(bounds) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    out = []
+    for lo, hi in bounds.pre_activation:
+        lo = np.asarray(torch.as_tensor(lo, dtype=torch.float64).cpu(), dtype=_F64).reshape(-1)
+        hi = np.asarray(torch.as_tensor(hi, dtype=torch.float64).cpu(), dtype=_F64).reshape(-1)
+        out.append((lo, hi))
+    return tuple(out)
+
+
+@dataclass(frozen=True, eq=False)
+class _Mats:
+    """The network as sparse float64 matrices (computed once per top-level call)."""
+
+    weights: tuple[sp.csr_matrix, ...]
+    biases: tuple[np.ndarray, ...]
+    replaced: tuple[np.ndarray, ...]
+    slope: tuple[np.ndarray, ...]
+    offset: tuple[np.ndarray, ...]
+
+    @staticmethod
+    def of(net: ReluNetwork) -> "_Mats":
+        ws = tuple(sp.csr_matrix(s.sparse_weight(), dtype=_F64) for s in net.stages)
+        bs = tuple(np.asarray(s.bias, dtype=_F64).reshape(-1) for s in net.stages)
+        rep = tuple(np.asarray(a.replaced, dtype=bool) for a in net.activations)
+        slo = tuple(np.asarray(a.slope, dtype=_F64) for a in net.activations)
+        off = tuple(np.asarray(a.offset, dtype=_F64) for a in net.activations)
+        return _Mats(ws, bs, rep, slo, off)
+
+    def activation_range(self, k: int, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Range of the (possibly substituted) activation of layer ``k`` on ``[lo, hi]``."""
+        rl, rh = np.maximum(lo, 0.0), np.maximum(hi, 0.0)
+        a, c, m = self.slope[k], self.offset[k], self.replaced[k]
+        sl = np.minimum(a * lo, a * hi) + c
+        sh = np.maximum(a * lo, a * hi) + c
+        return np.where(m, sl, rl), np.where(m, sh, rh)
+
+
+def _interval_step(w: sp.csr_matrix, b: np.ndarray, lo: np.ndarray, hi: np.ndarray):
+    mid, rad = (lo + hi) / 2, (hi - lo) / 2
+    c = w @ mid + b
+    r = abs(w) @ rad
+    return c - r, c + r
+
+
+def interval_bounds(net: ReluNetwork, lower, upper, *, _mats: _Mats | None = None) -> LayerBounds:
+    """Interval arithmetic (IBP) on the box ``[lower, upper]``: the simplest valid bounds."""
+    mats = _mats or _Mats.of(net)
+    lo = np.asarray(lower, dtype=_F64).reshape(-1)
+    hi = np.asarray(upper, dtype=_F64).reshape(-1)
+    pre = []
+    for k in range(len(mats.replaced)):
+        zl, zh = _interval_step(mats.weights[k], mats.biases[k], lo, hi)
+        pre.append((zl, zh))
+        lo, hi = mats.activation_range(k, zl, zh)
+    return LayerBounds(tuple(pre), "ibp")
+
+
+def compute_bounds(net: ReluNetwork, lower, upper, method: BoundsMethod | str = BoundsMethod.CROWN, *,
+                   spec: np.ndarray | None = None) -> LayerBounds:
+    """Pre-activation bounds on the box by ``method`` (``lsub_helpers.bounds``), as float64 numpy.
+
+    The result is intersected with interval arithmetic, so it is never looser than IBP.  With ``spec``
+    (a ``(k, num_classes)`` matrix), ``output`` holds bounds of ``spec @ f(x)`` by the same method.
+    """
+    method = BoundsMethod(method)
+    mats = _Mats.of(net)
+    ibp = interval_bounds(net, lower, upper, _mats=mats)
+    if method is BoundsMethod.IBP and spec is None:
+        return ibp
+    from . import bounds as bounds_mod
+
+    fn = {BoundsMethod.IBP: bounds_mod.ibp_box, BoundsMethod.CROWN: bounds_mod.crown_box,
+          BoundsMethod.FASTLIN_IBP: bounds_mod.fastlin_ibp_box}[method]
+    lower_t = torch.as_tensor(np.asarray(lower, dtype=_F64)).reshape(net.input_shape)
+    upper_t = torch.as_tensor(np.asarray(upper, dtype=_F64)).reshape(net.input_shape)
+    spec_t = None if spec is None else torch.as_tensor(np.atleast_2d(np.asarray(spec, dtype=_F64)))
+    got = fn(net, lower_t, upper_t, spec=spec_t)
+    pre = tuple((np.maximum(a, c), np.minimum(b, d)) for (a, b), (c, d) in zip(_as_numpy_bounds(got), ibp.pre_activation))
+    out = None
+    if spec is not None:
+        out = tuple(np.asarray(t.detach().cpu().numpy(), dtype=_F64).reshape(-1) for t in got.output)
+    return LayerBounds(pre, method.value, out)
+
+
+def _split_layer(mats: _Mats, k: int, lo: np.ndarray, hi: np.ndarray):
+    """(const, linear, relu) masks of layer ``k``: constant on the box (stable inactive, or replaced with
+    slope 0), affine in its pre-activation (stable active, or replaced), or an unstable ReLU."""
+    rep = mats.replaced[k]
+    const = np.where(rep, mats.slope[k] == 0, hi <= 0)
+    relu = ~rep & (lo < 0) & (hi > 0)
+    linear = ~const & ~relu
+    return const, linear, relu
+
+
+def _split(bounds: Sequence[tuple[np.ndarray, np.ndarray]], mats: _Mats):
+    return [_split_layer(mats, k, lo, hi) for k, (lo, hi) in enumerate(bounds)]
+
+
+def unstable_counts(net_or_mats, bounds) -> tuple[int, ...]:
+    """Unstable, not replaced neurons per layer (= binaries of the MILP)."""
+    mats = net_or_mats if isinstance(net_or_mats, _Mats) else _Mats.of(net_or_mats)
+    pre = bounds if isinstance(bounds, tuple) and bounds and isinstance(bounds[0], tuple) else _as_numpy_bounds(bounds)
+    return tuple(int(r.sum()) for _, _, r in _split(pre, mats))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Assembly as sparse matrices
+# ---------------------------------------------------------------------------------------------------
+
+class _Builder:
+    """Collects columns and rows of ``row_lo <= A v <= row_hi``, ``col_lo <= v <= col_hi``."""
+
+    def __init__(self):
+        self.col_lo: list[np.ndarray] = []
+        self.col_hi: list[np.ndarray] = []
+        self.col_int: list[np.ndarray] = []
+        self.n_cols = 0
+        self.blocks: list[sp.coo_matrix] = []
+        self.row_lo: list[np.ndarray] = []
+        self.row_hi: list[np.ndarray] = []
+        self.n_rows = 0
+        self.col_groups: list[tuple[str, int, int, np.ndarray]] = []  # name, start, stop, index labels
+        self.row_groups: list[tuple[str, int, int, np.ndarray]] = []
+
+    def cols(self, name: str, labels: np.ndarray, lo, hi, integer: bool = False) -> np.ndarray:
+        n = len(labels)
+        lo = np.broadcast_to(np.asarray(lo, dtype=_F64), (n,)).copy()
+        hi = np.broadcast_to(np.asarray(hi, dtype=_F64), (n,)).copy()
+        idx = np.arange(self.n_cols, self.n_cols + n)
+        self.col_lo.append(lo)
+        self.col_hi.append(hi)
+        self.col_int.append(np.full(n, integer))
+        self.col_groups.append((name, self.n_cols, self.n_cols + n, np.asarray(labels)))
+        self.n_cols += n
+        return idx
+
+    def rows(self, name: str, labels: np.ndarray, rows, cols, vals, lo, hi) -> None:
+        """Rows given as triplets with row numbers local to this block (0..len(labels)-1)."""
+        n = len(labels)
+        if n == 0:
+            return
+        rows = np.asarray(rows, dtype=np.int64) + self.n_rows
+        self.blocks.append(sp.coo_matrix((np.asarray(vals, dtype=_F64), (rows, np.asarray(cols, dtype=np.int64)))))
+        self.row_lo.append(np.broadcast_to(np.asarray(lo, dtype=_F64), (n,)).copy())
+        self.row_hi.append(np.broadcast_to(np.asarray(hi, dtype=_F64), (n,)).copy())
+        self.row_groups.append((name, self.n_rows, self.n_rows + n, np.asarray(labels)))
+        self.n_rows += n
+
+    def matrix(self) -> sp.csr_matrix:
+        if not self.blocks:
+            return sp.csr_matrix((0, self.n_cols))
+        rows = np.concatenate([b.row for b in self.blocks])
+        cols = np.concatenate([b.col for b in self.blocks])
+        vals = np.concatenate([b.data for b in self.blocks])
+        a = sp.csr_matrix((vals, (rows, cols)), shape=(self.n_rows, self.n_cols))
+        a.sum_duplicates()
+        a.eliminate_zeros()
+        return a
+
+
+def _widen(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return lo - _BOUND_SLACK * (1 + np.abs(lo)), hi + _BOUND_SLACK * (1 + np.abs(hi))
+
+
+@dataclass(frozen=True, eq=False)
+class _Hidden:
+    """The hidden part of an encoding: last layer's activations as ``h = P v + q``."""
+
+    builder: _Builder
+    P: sp.csr_matrix
+    q: np.ndarray
+    input_cols: np.ndarray
+    layers: tuple[dict, ...]  # per layer: const/linear/relu masks, z/y/q columns
+
+
+def _encode_hidden(mats: _Mats, bounds, lower: np.ndarray, upper: np.ndarray, n_layers: int,
+                   compose_affine: bool = True) -> _Hidden:
+    """Rows and columns of the first ``n_layers`` layers.
+
+    With ``compose_affine`` a neuron that is affine on the box (stable active, or replaced by a non-constant
+    affine function) gets no variable of its own: its output is substituted into the next layer as an
+    affine expression of earlier variables.  The feasible set is the same (its bound rows were implied);
+    the model is smaller, which matters for substitutes where most neurons are affine.  Only unstable
+    ReLUs keep a pre-activation variable ``z`` (with a defining row) and an output ``y``.
+    """
+    b = _Builder()
+    n0 = lower.size
+    xcols = b.cols("x", np.arange(n0), lower, upper)
+    P = sp.csr_matrix((np.ones(n0), (np.arange(n0), xcols)), shape=(n0, b.n_cols))
+    q = np.zeros(n0)
+    layers = []
+    for k in range(n_layers):
+        w, bias = mats.weights[k], mats.biases[k]
+        lo, hi = bounds[k]
+        const, linear, relu = _split_layer(mats, k, lo, hi)
+        nz = np.flatnonzero(relu if compose_affine else ~const)
+        wl, wh = _widen(lo[nz], hi[nz])
+        zcols = b.cols(f"z{k}", nz, wl, wh)
+        # z - W[nz] (P v + q) = b[nz]
+        e = (w[nz] @ P).tocoo()
+        rhs = bias[nz] + w[nz] @ q
+        rows = np.concatenate([np.arange(nz.size), e.row])
+        cols = np.concatenate([zcols, e.col])
+        vals = np.concatenate([np.ones(nz.size), -e.data])
+        b.rows(f"affine{k}", nz, rows, cols, vals, rhs, rhs)
+        ri = np.flatnonzero(relu)
+        zmap = np.full(lo.size, -1)
+        zmap[nz] = zcols
+        zr = zmap[ri]
+        rl, rh = _widen(lo[ri], hi[ri])
+        ycols = b.cols(f"y{k}", ri, 0.0, rh)
+        qcols = b.cols(f"q{k}", ri, 0.0, 1.0, integer=True)
+        m = ri.size
+        loc = np.arange(m)
+        # (5) y - z >= 0
+        b.rows(f"relu_ge{k}", ri, np.r_[loc, loc], np.r_[ycols, zr], np.r_[np.ones(m), -np.ones(m)], 0.0, _INF)
+        # (4) y - z - l q <= -l
+        b.rows(f"relu_le_z{k}", ri, np.r_[loc, loc, loc], np.r_[ycols, zr, qcols],
+               np.r_[np.ones(m), -np.ones(m), -rl], -_INF, -rl)
+        # (6) y - u q <= 0
+        b.rows(f"relu_le_u{k}", ri, np.r_[loc, loc], np.r_[ycols, qcols], np.r_[np.ones(m), -rh], -_INF, 0.0)
+        # activations of this layer as h = P v + q
+        a = np.where(mats.replaced[k], mats.slope[k], 1.0)
+        c = np.where(mats.replaced[k], mats.offset[k], 0.0)
+        lin = np.flatnonzero(linear)
+        ymap = np.full(lo.size, -1)
+        ymap[ri] = ycols
+        q_new = np.zeros(lo.size)
+        q_new[const] = np.where(mats.replaced[k][const], mats.offset[k][const], 0.0)
+        if compose_affine:  # h_lin = a * (W[lin] (P v + q) + b[lin]) + c
+            p_lin = sp.csr_matrix(sp.diags(a[lin]) @ (w[lin] @ P))
+            p_lin.resize(lin.size, b.n_cols)
+            p_lin = p_lin.tocoo()
+            prow = np.r_[lin[p_lin.row], ri]
+            pcol = np.r_[p_lin.col, ymap[ri]]
+            pval = np.r_[p_lin.data, np.ones(m)]
+            q_new[lin] = a[lin] * (w[lin] @ q + bias[lin]) + c[lin]
+        else:
+            prow = np.r_[lin, ri]
+            pcol = np.r_[zmap[lin], ymap[ri]]
+            pval = np.r_[a[lin], np.ones(m)]
+            q_new[lin] = c[lin]
+        P = sp.csr_matrix((pval, (prow, pcol)), shape=(lo.size, b.n_cols))
+        q = q_new
+        layers.append(dict(const=const, linear=linear, relu=relu, zcols=zmap, ycols=ymap, qcols=qcols, relu_idx=ri))
+    return _Hidden(b, P, q, xcols, tuple(layers))
+
+
+def _output_rows(mats: _Mats, hidden: _Hidden, stage: int, mat: np.ndarray | sp.spmatrix) -> tuple[sp.csr_matrix, np.ndarray]:
+    """``mat @ (W_stage (P v + q) + b_stage)`` as ``G v + g0``."""
+    w, bias = mats.weights[stage], mats.biases[stage]
+    mw = sp.csr_matrix(mat) @ w
+    P = sp.csr_matrix(hidden.P, shape=(hidden.P.shape[0], hidden.builder.n_cols))
+    g = sp.csr_matrix(mw @ P)
+    g0 = np.asarray(mw @ (hidden.q), dtype=_F64).reshape(-1) + np.asarray(sp.csr_matrix(mat) @ bias).reshape(-1)
+    return g, g0
