@@ -50,7 +50,7 @@ from .milp_encoding import (_BOUND_SLACK, _F64, _INF, BoundsMethod, LayerBounds,
                             input_box, interval_bounds, unstable_counts)
 from .milp_lp import (TighteningReport, _highs, _pass_lp, _unreachable, spec_lower_bounds,  # noqa: F401
                       tighten_bounds_lp)
-from .milp_solve import SolveResult, SolverStatus, solve_model  # noqa: F401
+from .milp_solve import SAFE_HIGHS_OPTIONS, SolveResult, SolverStatus, solve_model  # noqa: F401
 from .network import ReluNetwork
 
 __all__ = [
