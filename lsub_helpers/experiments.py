@@ -25,8 +25,8 @@ from .distance import DistanceResult, boundary_distance
 from .network import ReluNetwork
 from .pruning import PruningError, prune
 
-__all__ = ["ExperimentConfig", "run_anchor", "run_experiment", "load_records", "table1", "table1_markdown",
-           "runtime_points"]
+__all__ = ["ExperimentConfig", "select_anchors", "run_anchor", "run_experiment", "load_records", "table1",
+           "table1_markdown", "runtime_points"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,35 @@ def run_anchor(net: ReluNetwork, x0: torch.Tensor, label: int, index: int, confi
                              g=_distance_record(dg)))
     rec["substitutes"] = subs
     return rec
+
+
+def select_anchors(net: ReluNetwork, xs: torch.Tensor, ys: torch.Tensor, n: int, *, first: int = 0,
+                   not_certified_at: float | None = None, bounds: str = "crown",
+                   domain: tuple[float, float] = (0.0, 1.0)) -> list[int]:
+    """The first ``n`` indices ``>= first`` of correctly classified points.
+
+    With ``not_certified_at = r``, only points whose robustness at radius ``r`` the ``bounds`` cannot
+    prove: a certified point has ``d_bnd >= r``, so this keeps every point with ``d_bnd < r`` (and some
+    above).  It is how to spend a small compute budget on anchors whose exact distance a MILP can reach
+    (on a certifiably trained network most points are far from the boundary and their MILPs time out);
+    it biases the sample towards the less robust points, which a report must say.
+    """
+    from .estimate import certified_radius
+
+    pred = net.predict(xs.reshape((len(ys),) + tuple(net.input_shape)))
+    out: list[int] = []
+    for i in range(int(first), len(ys)):
+        if len(out) >= n:
+            break
+        if int(pred[i]) != int(ys[i]):
+            continue
+        if not_certified_at is not None:
+            x0 = xs[i].reshape(net.input_shape).to(torch.float64)
+            if certified_radius(net, x0, int(ys[i]), hi=not_certified_at, bounds=bounds, domain=domain,
+                                iters=0) >= not_certified_at:
+                continue
+        out.append(i)
+    return out
 
 
 def load_records(path: str | os.PathLike) -> list[dict]:

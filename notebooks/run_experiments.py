@@ -22,16 +22,19 @@ SETS = {
              total_time_limit=300.0, title="Embedded default: an MLP 64-32-32-10 on scikit-learn's digits"),
     ],
     "paper": [
-        dict(name="mnist-cnna-clean", network="mnist-cnna-clean", dataset="mnist", n_anchors=10, data="mnist",
-             title="MNIST CNNa, clean training (the paper's 'clean' network, trained here)"),
-        dict(name="mnist-wk17a", network="cnna_mnist_wk17a_lp_eps0.1_mipverify", dataset="mnist", n_anchors=10, data="mnist",
-             title="MNIST CNNa (WK17a, provably robust at 0.1; MIPVerify's network)"),
-        dict(name="mnist-sdp-pgd", network="cnna_mnist_sdp_pgd_adv", dataset="mnist", n_anchors=10, data="mnist",
-             title="MNIST CNNa, PGD adversarially trained (SDP-FO paper)"),
-        dict(name="cifar10-sdp-mix", network="cnna_cifar10_sdp_mix", dataset="cifar10", n_anchors=10,
+        dict(name="mnist-wk17a", network="cnna_mnist_wk17a_lp_eps0.1_mipverify", dataset="mnist", n_anchors=10,
+             data="mnist", tol=1e-5, not_certified_at=0.1,
+             title="MNIST CNNa (WK17a, LP-certified training at 0.1; MIPVerify's network)"),
+        dict(name="cifar10-sdp-mix", network="cnna_cifar10_sdp_mix", dataset="cifar10", n_anchors=10, tol=1e-6,
              data="cifar10/cifar10_test_first100.npz", title="CIFAR-10 CNNa (mixed training, stands for 'clean')"),
-        dict(name="cifar10-sdp-adv", network="cnna_cifar10_sdp_adv", dataset="cifar10", n_anchors=10,
+        dict(name="cifar10-sdp-adv", network="cnna_cifar10_sdp_adv", dataset="cifar10", n_anchors=10, tol=1e-6,
              data="cifar10/cifar10_test_first100.npz", title="CIFAR-10 CNNa, PGD at 2/255 (adv1)"),
+        dict(name="mnist-sdp-pgd", network="cnna_mnist_sdp_pgd_adv", dataset="mnist", n_anchors=10, data="mnist",
+             tol=1e-5, title="MNIST CNNa, PGD adversarially trained (SDP-FO paper)"),
+        # the paper's own 'clean' row, trained here: at its distances (~0.05) CROWN leaves ~1,900 unstable
+        # neurons and one MILP of f does not finish in 60 s on this machine (HiGHS, one thread)
+        dict(name="mnist-cnna-clean", network="mnist-cnna-clean", dataset="mnist", n_anchors=10, data="mnist",
+             tol=1e-5, title="MNIST CNNa, clean training (the paper's 'clean' network, trained here)"),
     ],
 }
 

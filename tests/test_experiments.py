@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lsub_helpers.experiments import (ExperimentConfig, load_records, run_anchor, run_experiment, runtime_points,
+                                      select_anchors,
                                       table1, table1_markdown)
 from lsub_helpers.network import ReluNetwork
 
@@ -96,3 +97,21 @@ def test_run_anchor_and_resume(tmp_path):
     assert [r["index"] for r in recs] == [0, 5]  # anchor 0 not recomputed, 5 appended
     assert recs[1]["status"] == "misclassified"
     assert len(out.read_text().splitlines()) == 2
+
+
+def test_select_anchors_keeps_what_bounds_cannot_certify():
+    net = _tiny()
+    xs = torch.rand(40, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    ys = net.predict(xs)
+    ys[0] = (ys[0] + 1) % 3  # misclassified: never an anchor
+    every = select_anchors(net, xs, ys, 100)
+    assert 0 not in every and len(every) == 39 and every == sorted(every)
+    assert select_anchors(net, xs, ys, 5, first=10) == [i for i in every if i >= 10][:5]
+    r = 0.05
+    kept = select_anchors(net, xs, ys, 100, not_certified_at=r)
+    assert 0 < len(kept) < len(every)
+    from lsub_helpers.estimate import certified_radius
+
+    for i in every:  # a dropped point is certified at r; a kept one is not
+        cert = certified_radius(net, xs[i], int(ys[i]), hi=r, iters=0) >= r
+        assert (i not in kept) == cert
