@@ -245,7 +245,7 @@ def table1(records: Sequence[dict]) -> list[dict]:
         wo = _mean_std(acc["without"])
         tw, two = _mean_std(acc["total_with"]), _mean_std(acc["total_without"])
         out.append(dict(method=method, gamma=gamma, anchors=acc["n"], rel_diff=rel[0], rel_diff_std=rel[1],
-                        rel_n=rel[2], collapsed=acc["collapsed"], prune_per_run=prune_t[0], prune_per_run_std=prune_t[1],
+                        rel_n=rel[2], rel_max=max(acc["rel"]) if acc["rel"] else math.nan, collapsed=acc["collapsed"], prune_per_run=prune_t[0], prune_per_run_std=prune_t[1],
                         run_with=w[0], run_with_std=w[1], runs_with=w[2], run_without=wo[0],
                         run_without_std=wo[1], runs_without=wo[2],
                         speedup=wo[0] / w[0] if w[2] and w[0] > 0 else math.nan,

@@ -441,7 +441,10 @@ def interpret(net: ReluNetwork, model: MilpModel, result: SolveResult, *, polish
     if result.x is not None:
         chk = check_counterexample(net, result.x, model.lower, model.upper, model.spec, x0=model.x0)
         margin = polish_margin
-        for _ in range(4 if polish and not chk.valid else 0):  # growing slack until the re-check accepts
+        # polish only a point the model itself calls a counterexample (any feasible point of a DISTANCE
+        # model; a negative violation otherwise): the optimum of a robust query is no candidate
+        candidate = model.objective is Objective.DISTANCE or (result.objective is not None and result.objective <= 0)
+        for _ in range(4 if polish and candidate and not chk.valid else 0):  # growing slack until accepted
             xp = _region_lp(net, model, result.x, margin=margin, threads=threads)
             if xp is None:
                 break

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -118,6 +119,19 @@ def _as_numpy_bounds(bounds) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     return tuple(out)
 
 
+_STAGE_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _stage_arrays(stage) -> tuple[sp.csr_matrix, np.ndarray]:
+    """A stage's sparse float64 weight and bias, computed once per (immutable) stage: a substitute shares
+    its stages with the original network, and a bisection asks for them at every eps."""
+    got = _STAGE_CACHE.get(stage)
+    if got is None:
+        got = (sp.csr_matrix(stage.sparse_weight(), dtype=_F64), np.asarray(stage.bias, dtype=_F64).reshape(-1))
+        _STAGE_CACHE[stage] = got
+    return got
+
+
 @dataclass(frozen=True, eq=False)
 class _Mats:
     """The network as sparse float64 matrices (computed once per top-level call)."""
@@ -130,8 +144,7 @@ class _Mats:
 
     @staticmethod
     def of(net: ReluNetwork) -> "_Mats":
-        ws = tuple(sp.csr_matrix(s.sparse_weight(), dtype=_F64) for s in net.stages)
-        bs = tuple(np.asarray(s.bias, dtype=_F64).reshape(-1) for s in net.stages)
+        ws, bs = zip(*(_stage_arrays(s) for s in net.stages))
         rep = tuple(np.asarray(a.replaced, dtype=bool) for a in net.activations)
         slo = tuple(np.asarray(a.slope, dtype=_F64) for a in net.activations)
         off = tuple(np.asarray(a.offset, dtype=_F64) for a in net.activations)

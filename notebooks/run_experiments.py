@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SETS = {
     "default": [
+        dict(name="toy2d", network="toy2d", dataset="toy2d", n_anchors=6, time_limit=20.0, total_time_limit=120.0,
+             tol=1e-5, title="Embedded default: the 2-D toy classifier of chapters 1 and 3 (32 ReLUs)"),
         dict(name="digits-mlp", network="digits-mlp", dataset="digits", n_anchors=3, time_limit=20.0,
              total_time_limit=300.0, title="Embedded default: an MLP 64-32-32-10 on scikit-learn's digits"),
     ],
