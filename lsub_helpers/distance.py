@@ -156,6 +156,19 @@ def _row_lower(b, specs):
     return np.asarray(out[0], dtype=_F64).reshape(-1) - np.concatenate([s.rhs for s in specs])
 
 
+def _screen(net, label, targets, lower, upper, bounds, tighten_lp, threads, screen, mats):
+    """Bounds on the box and the targets they cannot rule out, most promising first:
+    ``(bounds, specs, order of spec indices, seconds)``."""
+    tb = time.perf_counter()
+    specs = [OutputSpec.misclassified_as(label, t, net.num_classes) for t in targets]
+    b, _ = prepare_bounds(net, lower, upper, bounds=bounds, tighten_lp=tighten_lp, threads=threads,
+                          specs=specs if screen != "none" else None, _mats=mats)
+    lbs = milp.spec_lower_bounds(net, lower, upper, b, specs, screen=screen, row_lower=_row_lower(b, specs),
+                                 threads=threads, _mats=mats)
+    order = [j for j in np.argsort(lbs, kind="stable") if not milp._unreachable(lbs[j], specs[j])]
+    return b, specs, order, time.perf_counter() - tb
+
+
 def _run_record(eps, target, model, res, verdict) -> OptimizationRun:
     return OptimizationRun(
         eps=float(eps), target=target, objective=model.objective.value, solver_status=res.status, verdict=verdict,
@@ -226,14 +239,8 @@ def verify(
     targets = [t for t in range(net.num_classes) if t != label] if target is None else [net.check_label(target)]
     if label in targets:
         raise ValueError("target must differ from label")
-    tb = time.perf_counter()
-    specs = [OutputSpec.misclassified_as(label, t, net.num_classes) for t in targets]
-    b, _ = prepare_bounds(net, lower, upper, bounds=bounds, tighten_lp=tighten_lp, threads=threads,
-                          specs=specs if screen != "none" else None, _mats=mats)
-    lbs = milp.spec_lower_bounds(net, lower, upper, b, specs, screen=screen, row_lower=_row_lower(b, specs),
-                                 threads=threads, _mats=mats)
-    bounds_time = time.perf_counter() - tb
-    order = [j for j in np.argsort(lbs, kind="stable") if not milp._unreachable(lbs[j], specs[j])]
+    b, specs, order, bounds_time = _screen(net, label, targets, lower, upper, bounds, tighten_lp, threads, screen,
+                                           mats)
     runs: list[OptimizationRun] = []
     verdicts: list[VerificationStatus] = []
     for j in order:
@@ -369,15 +376,9 @@ def _direct(net, x0f, label, xa, d_adv, adv_t, clock, time_limit, bounds, tighte
     if not math.isfinite(radius):
         raise ValueError("direct minimisation needs an attack or a bounded domain")
     lower, upper = milp.input_box(x0f, radius, domain)
-    tb = time.perf_counter()
     targets = [t for t in range(net.num_classes) if t != label]
-    specs = [OutputSpec.misclassified_as(label, t, net.num_classes) for t in targets]
-    b, _ = prepare_bounds(net, lower, upper, bounds=bounds, tighten_lp=tighten_lp, threads=threads,
-                          specs=specs if screen != "none" else None, _mats=mats)
-    lbs = milp.spec_lower_bounds(net, lower, upper, b, specs, screen=screen, row_lower=_row_lower(b, specs),
-                                 threads=threads, _mats=mats)
-    bounds_time = time.perf_counter() - tb
-    cand = [j for j in np.argsort(lbs, kind="stable") if not milp._unreachable(lbs[j], specs[j])]
+    b, specs, cand, bounds_time = _screen(net, label, targets, lower, upper, bounds, tighten_lp, threads, screen,
+                                          mats)
     if adv_t is not None and adv_t in targets and targets.index(adv_t) in cand:
         cand.remove(targets.index(adv_t))
         cand.insert(0, targets.index(adv_t))
