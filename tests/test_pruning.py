@@ -77,6 +77,12 @@ def test_prune_preserves_anchor_and_counts(setting, method, gamma):
         assert int(g.predict(sub.x_adv[None])[0]) != y
     assert sub.d_adv == pytest.approx(adv.distance)
     assert sub.steps >= 1 and sum(sum(s) for s in sub.replaced_per_step) == sub.num_pruned
+    # the MILP of g on the ball of radius d_adv has at most N - ceil(gamma N) binaries, even with IBP bounds
+    from lsub_helpers import milp
+
+    lo, hi = milp.input_box(x0.numpy().ravel(), sub.d_adv)
+    model = milp.build_model(g, lo, hi, milp.compute_bounds(g, lo, hi, "ibp"), label=y, target=(y + 1) % net.num_classes)
+    assert model.num_binaries <= net.num_hidden - math.ceil(gamma * net.num_hidden)
 
 
 def test_prune_selects_smallest_gaps_first(setting):
