@@ -100,7 +100,7 @@ def run_anchor(net: ReluNetwork, x0: torch.Tensor, label: int, index: int, confi
 
 
 def select_anchors(net: ReluNetwork, xs: torch.Tensor, ys: torch.Tensor, n: int, *, first: int = 0,
-                   not_certified_at: float | None = None, bounds: str = "crown",
+                   not_certified_at: float | None = None, max_d_adv: float | None = None, bounds: str = "crown",
                    domain: tuple[float, float] = (0.0, 1.0)) -> list[int]:
     """The first ``n`` indices ``>= first`` of correctly classified points.
 
@@ -109,6 +109,9 @@ def select_anchors(net: ReluNetwork, xs: torch.Tensor, ys: torch.Tensor, n: int,
     above).  It is how to spend a small compute budget on anchors whose exact distance a MILP can reach
     (on a certifiably trained network most points are far from the boundary and their MILPs time out);
     it biases the sample towards the less robust points, which a report must say.
+
+    With ``max_d_adv``, only points where the attack (the runner's own, with its seed) finds an
+    adversarial example within that distance: then ``d_bnd <= max_d_adv`` for sure.
     """
     from .estimate import certified_radius
 
@@ -123,6 +126,11 @@ def select_anchors(net: ReluNetwork, xs: torch.Tensor, ys: torch.Tensor, n: int,
             x0 = xs[i].reshape(net.input_shape).to(torch.float64)
             if certified_radius(net, x0, int(ys[i]), hi=not_certified_at, bounds=bounds, domain=domain,
                                 iters=0) >= not_certified_at:
+                continue
+        if max_d_adv is not None:
+            adv = min_distance_attack(net, xs[i].reshape(net.input_shape).to(torch.float64), int(ys[i]),
+                                      domain=domain)
+            if not adv.success or adv.distance > max_d_adv:
                 continue
         out.append(i)
     return out

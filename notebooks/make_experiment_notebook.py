@@ -31,6 +31,7 @@ cells = [
          "total_time_limit = 600.0      # seconds per distance computation\n"
          "tol = 1e-4                    # bisection: absolute width of the final interval of each distance\n"
          "not_certified_at = None       # if set: only anchors CROWN cannot certify at this radius (see the text)\n"
+         "max_d_adv = None              # if set: only anchors the attack breaks within this distance\n"
          "results = \"results/experiment.jsonl\"\n"
          "use_dask = False\n"
          "dask_address = None\n"
@@ -58,14 +59,16 @@ cells = [
        "`not_certified_at = r` only those whose robustness at radius $r$ CROWN cannot prove are kept: on a "
        "certifiably trained network most points lie far from the boundary, where one MILP of $f$ takes longer "
        "than the time limit, so this spends the budget where exact distances are within reach.  It biases the "
-       "sample towards the less robust points (every point with $d_{bnd} < r$ is kept, and some above)."),
+       "sample towards the less robust points (every point with $d_{bnd} < r$ is kept, and some above).  "
+       "With `max_d_adv = m`, only points the attack breaks within $m$ (so $d_{bnd} \\le m$) are kept.  "
+       "Every record in the results file is shown, also those of an earlier run that selected differently."),
     code("config = ExperimentConfig(methods=tuple(methods), gammas=tuple(gammas), gamma0=gamma0,\n"
          "                          time_limit=time_limit, total_time_limit=total_time_limit, tol=tol)\n"
-         "indices = select_anchors(f, xs, ds.y, n_anchors, first=first_anchor, not_certified_at=not_certified_at)\n"
+         "indices = select_anchors(f, xs, ds.y, n_anchors, first=first_anchor, not_certified_at=not_certified_at,\n"
+         "                         max_d_adv=max_d_adv)\n"
          "print('anchors:', indices, '| config:', config)\n"
          "records = run_experiment(f, xs, ds.y, indices, config=config, results=results,\n"
          "                         use_dask=use_dask, dask_address=dask_address, progress=False)\n"
-         "records = [r for r in records if r['index'] in set(indices)]\n"
          "status = {s: sum(r['status'] == s for r in records) for s in ('ok', 'misclassified', 'no_adversarial')}\n"
          "exact_f = sum(r['status'] == 'ok' and r['f']['status'] == 'exact' for r in records)\n"
          "print(f\"anchors: {status}; exact d_bnd(f) within the time limits: {exact_f}\")"),

@@ -25,10 +25,10 @@ SETS = {
     ],
     "paper": [
         dict(name="mnist-wk17a", network="cnna_mnist_wk17a_lp_eps0.1_mipverify", dataset="mnist", n_anchors=20,
-             data="mnist", tol=1e-5, not_certified_at=0.1,
+             data="mnist", tol=1e-5, not_certified_at=0.1, max_d_adv=0.1,
              title="MNIST CNNa (WK17a, LP-certified training at 0.1; MIPVerify's network)"),
         dict(name="cifar10-sdp-mix", network="cnna_cifar10_sdp_mix", dataset="cifar10", n_anchors=10, tol=1e-6,
-             not_certified_at=2 / 255,
+             not_certified_at=2 / 255, max_d_adv=2 / 255,
              data="cifar10/cifar10_test_first100.npz", title="CIFAR-10 CNNa (mixed training, stands for 'clean')"),
         dict(name="cifar10-sdp-adv", network="cnna_cifar10_sdp_adv", dataset="cifar10", n_anchors=10, tol=1e-6,
              data="cifar10/cifar10_test_first100.npz", title="CIFAR-10 CNNa, PGD at 2/255 (adv1)"),
