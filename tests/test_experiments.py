@@ -115,3 +115,17 @@ def test_select_anchors_keeps_what_bounds_cannot_certify():
     for i in every:  # a dropped point is certified at r; a kept one is not
         cert = certified_radius(net, xs[i], int(ys[i]), hi=r, iters=0) >= r
         assert (i not in kept) == cert
+
+
+def test_select_anchors_by_attack_distance():
+    from lsub_helpers.attacks import min_distance_attack
+
+    net = _tiny()
+    xs = torch.rand(12, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    ys = net.predict(xs)
+    m = 0.05
+    kept = select_anchors(net, xs, ys, 100, max_d_adv=m)
+    for i in range(12):
+        adv = min_distance_attack(net, xs[i], int(ys[i]))
+        assert (i in kept) == (adv.success and adv.distance <= m)
+    assert 0 < len(kept) < 12
