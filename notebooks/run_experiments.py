@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-anchors", type=int, default=None)
     ap.add_argument("--time-limit", type=float, default=None)
     ap.add_argument("--use-dask", action="store_true")
+    ap.add_argument("--report-only", action="store_true",
+                    help="execute the notebooks on the records already in --results-dir, computing nothing new")
     args = ap.parse_args(argv)
     out = args.out or ROOT / "book" / "experiments" / args.set
     out.mkdir(parents=True, exist_ok=True)
@@ -73,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, key) is not None:
                 params[key] = getattr(args, key)
         params["use_dask"] = bool(args.use_dask)
+        params["compute"] = not args.report_only
         print(f"papermill: {run['name']} -> {out / (run['name'] + '.ipynb')}", flush=True)
         pm.execute_notebook(str(ROOT / "notebooks" / "experiment.ipynb"), str(out / f"{run['name']}.ipynb"),
                             parameters=params, cwd=str(ROOT), progress_bar=False, kernel_name="python3")
