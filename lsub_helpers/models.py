@@ -58,31 +58,25 @@ def cnna(in_channels: int = 1, in_size: int = 28, num_classes: int = 10, *, norm
     """
     if in_size % 4:
         raise ValueError(f"CNNa needs an input size divisible by 4, got {in_size}")
-    flat = 32 * (in_size // 4) ** 2
-    layers = [
-        nn.Conv2d(in_channels, 16, kernel_size=4, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(16, 32, kernel_size=4, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(flat, 100),
-        nn.ReLU(),
-        nn.Linear(100, num_classes),
-    ]
-    return _with_normalization(layers, normalization)
+    return _two_convs(in_channels, 32 * (in_size // 4) ** 2, num_classes, padding=1, normalization=normalization)
 
 
 def convsmall(in_channels: int = 1, in_size: int = 28, num_classes: int = 10, *, normalization=None) -> nn.Sequential:
     """ERAN's ConvSmall (CNNa without padding); only for the public ``convsmall_*`` weights."""
     s1 = (in_size - 4) // 2 + 1
     s2 = (s1 - 4) // 2 + 1
+    return _two_convs(in_channels, 32 * s2 * s2, num_classes, padding=0, normalization=normalization)
+
+
+def _two_convs(in_channels: int, flat: int, num_classes: int, *, padding: int, normalization) -> nn.Sequential:
+    """conv 16x4x4/2 - ReLU - conv 32x4x4/2 - ReLU - dense 100 - ReLU - dense: CNNa (padding 1), ConvSmall (0)."""
     layers = [
-        nn.Conv2d(in_channels, 16, kernel_size=4, stride=2, padding=0),
+        nn.Conv2d(in_channels, 16, kernel_size=4, stride=2, padding=padding),
         nn.ReLU(),
-        nn.Conv2d(16, 32, kernel_size=4, stride=2, padding=0),
+        nn.Conv2d(16, 32, kernel_size=4, stride=2, padding=padding),
         nn.ReLU(),
         nn.Flatten(),
-        nn.Linear(32 * s2 * s2, 100),
+        nn.Linear(flat, 100),
         nn.ReLU(),
         nn.Linear(100, num_classes),
     ]
