@@ -27,7 +27,7 @@ import torch
 
 from .network import ReluNetwork
 
-__all__ = ["AttackStatus", "Loss", "AttackResult", "pgd", "min_distance_attack"]
+__all__ = ["AttackStatus", "Loss", "AttackResult", "pgd", "min_distance_attack", "bisection_pgd_attack"]
 
 _F64 = torch.float64
 _WORK = torch.float32  # dtype of the inner loops
@@ -471,6 +471,66 @@ def pgd(
         return _result(prob, tally, AttackStatus.FAILED, "pgd", eps=eps, margin=out.best_margin)
     j = int(out.found.distance.argmin())
     return _result(prob, tally, AttackStatus.SUCCESS, "pgd", x=out.found.x[j], eps=eps)
+
+
+def bisection_pgd_attack(
+    net: ReluNetwork,
+    x0: torch.Tensor,
+    label: int,
+    *,
+    domain=(0.0, 1.0),
+    eps_max: float | None = None,
+    steps: int = 100,
+    restarts: int = 1,
+    tol: float = 1e-4,
+    seed: int = 0,
+) -> AttackResult:
+    """The paper's plain attack A: fixed-step :func:`pgd` and a bisection on its budget (a minimisation attack).
+
+    ``[lo, hi]`` starts at ``[0, eps_max]`` (default: the radius at which the ball covers the domain); each
+    round runs ``pgd(eps=(lo + hi) / 2, steps, restarts)`` with the cosine step schedule and keeps the
+    half that holds the boundary as PGD sees it, until ``hi - lo < tol``.  ``distance`` is that of the
+    best verified point (float64), which may lie below the budget at which it was found.  No smoothing,
+    no targets, no warm starts: it is the baseline the stronger :func:`min_distance_attack` is measured
+    against.
+    """
+    t0 = time.perf_counter()
+    prob = _setup(net, x0, label, domain)
+    tol = _check_eps(tol, "tol")
+    cap = prob.eps_domain if eps_max is None else _check_eps(eps_max, "eps_max")
+    if not math.isfinite(cap) or cap <= 0:
+        raise ValueError("eps_max is required when the domain is unbounded or a single point")
+    tally = _Tally()
+    if (early := _misclassified(prob, tally, "pgd_bisection", None)) is not None:
+        return early
+    counts = [0, 0, 0]
+
+    def attack(eps: float, k: int) -> AttackResult:
+        r = pgd(net, x0, label, eps, steps=steps, restarts=restarts, domain=domain, seed=int(seed) + k)
+        counts[0] += r.num_forward
+        counts[1] += r.num_gradient
+        counts[2] += r.num_samples
+        return r
+
+    best = attack(cap, 0)
+    lo, hi, k = 0.0, cap, 1
+    if best.success:
+        hi = best.distance
+        while hi - lo >= tol:
+            mid = (lo + hi) / 2
+            r = attack(mid, k)
+            k += 1
+            if r.success:
+                best, hi = r, min(mid, r.distance)
+            else:
+                lo = mid
+    tally.forward += counts[0]
+    tally.gradient += counts[1]
+    tally.samples += counts[2]
+    tally.start = t0
+    if not best.success:
+        return _result(prob, tally, AttackStatus.FAILED, "pgd_bisection", eps=cap, margin=best.margin)
+    return _result(prob, tally, AttackStatus.SUCCESS, "pgd_bisection", x=best.x_adv, eps=hi)
 
 
 def _targets(prob: _Problem, n_targets: int | None) -> list[int]:

@@ -385,6 +385,7 @@ def _direct(net, x0f, label, xa, d_adv, adv_t, clock, time_limit, bounds, tighte
     best, x_best, t_best = (d_adv, xa, adv_t) if d_adv is not None else (math.inf, None, None)
     lowers = []  # proven lower bound per candidate target
     runs, timeout, unknown = [], False, False
+    unchecked = False  # a solver point that failed the float64 re-check: no proof that none exists
     for j in cand:
         t = targets[j]
         cap = min(best, radius)
@@ -401,6 +402,8 @@ def _direct(net, x0f, label, xa, d_adv, adv_t, clock, time_limit, bounds, tighte
         runs.append(_run_record(cap, t, model, res, verdict))
         if chk is not None and chk.valid and chk.distance < best:
             best, x_best, t_best = chk.distance, chk.x, t
+        if res.status is SolverStatus.OPTIMAL and not (chk is not None and chk.valid):
+            unchecked = True
         if res.status is SolverStatus.INFEASIBLE:
             lowers.append(cap)  # no point of this class within the cap
         elif res.status is SolverStatus.OPTIMAL and res.bound is not None:
@@ -410,6 +413,9 @@ def _direct(net, x0f, label, xa, d_adv, adv_t, clock, time_limit, bounds, tighte
             timeout |= res.status is SolverStatus.TIME_LIMIT
             unknown |= res.status is not SolverStatus.TIME_LIMIT
     lower = min(lowers + [radius])
+    # Without a checked point, "no adversarial point at all" needs every target proven empty: a solver
+    # point that failed the re-check keeps the solver's finite bound as the lower end and the result UNKNOWN.
+    unknown |= unchecked and x_best is None
     if x_best is None and not (timeout or unknown):  # the ball covers the domain: no adversarial point at all
         best = lower = math.inf
     upper = best if x_best is not None or not (timeout or unknown) else math.inf
@@ -452,7 +458,7 @@ def _bisection(net, x0f, label, xa, d_adv, clock, time_limit, tol, bounds, tight
         if r.status is VerificationStatus.ROBUST:
             return DistanceStatus.EXACT, math.inf, math.inf, None, None, runs, None, bounds_time, steps
         if r.status is not VerificationStatus.NOT_ROBUST:
-            return undecided(r), 0.0, radius, None, None, runs, None, bounds_time, steps
+            return undecided(r), 0.0, math.inf, None, None, runs, None, bounds_time, steps
         x_best, t_best = np.asarray(r.counterexample, dtype=_F64).reshape(-1), r.target
         hi = float(np.abs(x_best - x0f).max())
     while hi - lo > tol:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -19,11 +21,26 @@ from .network import ReluNetwork
 # LP-based tightening (MIPVerify's `lp` tightening)
 # ---------------------------------------------------------------------------------------------------
 
-def _highs(threads: int, time_limit: float | None = None):
+def new_highs():
+    """A ``highspy.Highs`` that prints nothing: HiGHS writes its licence banner to the process's standard
+    output (file descriptor 1, below Python) when it makes its first instance, so that is silenced here."""
     import highspy
 
-    h = highspy.Highs()
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            h = highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
     h.setOptionValue("output_flag", False)
+    return h
+
+
+def _highs(threads: int, time_limit: float | None = None):
+    h = new_highs()
     h.setOptionValue("threads", int(threads))
     if time_limit is not None:
         h.setOptionValue("time_limit", float(max(time_limit, 1e-3)))

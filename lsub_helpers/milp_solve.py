@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .milp_encoding import _F64, _INF
-from .milp_lp import _pass_lp
+from .milp_lp import _pass_lp, new_highs
 
 if TYPE_CHECKING:
     from .milp import MilpModel
@@ -138,7 +138,7 @@ def _solve_highs(model, time_limit, threads, mip_rel_gap, objective_bound, objec
     col_hi = np.array([_INF if v.ub is None else v.ub for v in cols], dtype=_F64)
     integer = np.array([v.is_integer() or v.is_binary() for v in cols], dtype=bool)
     c = np.asarray(info.c.toarray()).reshape(-1) if n else np.zeros(0)
-    h = highspy.Highs()
+    h = new_highs()
     _apply_highs_options(h, time_limit, threads, mip_rel_gap, objective_bound, objective_target, options, tee)
     _pass_lp(h, sp.csr_matrix(info.A), row_lo, row_hi, col_lo, col_hi, cost=c, integer=integer,
              offset=float(info.c_offset[0]) if len(info.c_offset) else 0.0)

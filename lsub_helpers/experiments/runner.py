@@ -1,0 +1,300 @@
+"""The experiment of Section 4: exact distances of f and of its substitutes, anchor by anchor.
+
+``run_anchor`` does everything for one anchor point (attack, exact distance of ``f`` by bisection, every
+pruner and gamma, exact distance of each substitute, optionally the same from the paper's plain PGD
+attack) and returns a JSON-able record with every optimisation run, the configuration, the code commit,
+the machine and the date.  ``run_experiment`` runs many anchors, appends each finished record to a
+JSON-lines file (a crashed or killed run resumes where it stopped) and can spread anchors over a Dask
+cluster.  ``sample_anchors`` draws anchors as the paper does: at random among the correctly classified test
+points, with a recorded seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..attacks import AttackResult, bisection_pgd_attack, min_distance_attack
+from ..distance import DistanceResult, boundary_distance
+from ..network import ReluNetwork
+from ..pruning import PruningError, prune
+from .records import RecordStatus, append_record, load_records, repair, run_metadata
+
+__all__ = ["ExperimentConfig", "Job", "sample_anchors", "select_anchors", "run_anchor", "run_jobs", "run_experiment",
+           "load_anchor_data"]
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """How each anchor is run.  ``gamma0`` is Algorithm 1's step share (the paper: gamma0 << gamma); it must
+    lie below every gamma (checked here, never adjusted silently)."""
+
+    methods: tuple[str, ...] = ("constant", "linear", "activation")
+    gammas: tuple[float, ...] = (0.9, 0.99)
+    gamma0: float = 0.25
+    prune_bounds: str = "fastlin_ibp"  # the paper's B
+    distance_method: str = "bisection"  # the paper's procedure: binary search over eps of problem (2)
+    time_limit: float = 60.0  # per optimisation run, as in the paper's Figure 3
+    total_time_limit: float | None = 600.0  # per distance computation
+    tol: float = 1e-4  # bisection: absolute width of the final interval
+    domain: tuple[float, float] = (0.0, 1.0)
+    threads: int = 1
+    attack_seed: int = 0
+    plain_attack: bool = False  # also the paper's plain PGD (bisection on eps) and substitutes built from it
+
+    def __post_init__(self):
+        if not self.gammas or not all(0.0 < g < 1.0 for g in self.gammas):
+            raise ValueError(f"every gamma must lie in (0, 1), got {self.gammas!r}")
+        if not 0.0 < self.gamma0 < min(self.gammas):
+            raise ValueError(f"gamma0 ({self.gamma0}) must lie in (0, min(gammas) = {min(self.gammas)})")
+        if self.time_limit <= 0 or (self.total_time_limit is not None and self.total_time_limit <= 0):
+            raise ValueError("time limits must be > 0")
+        if self.distance_method not in ("bisection", "direct"):
+            raise ValueError(f"distance_method must be 'bisection' or 'direct', got {self.distance_method!r}")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _runs(d: DistanceResult) -> list[dict]:
+    return [
+        dict(eps=r.eps, target=r.target, status=r.verdict.value, solver_status=r.solver_status.value,
+             time_s=r.time_s, build_time_s=r.build_time_s, binaries=r.num_binaries)
+        for r in d.runs
+    ]
+
+
+def _finite(v: float | None) -> float | None:
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def _distance_record(d: DistanceResult) -> dict:
+    return dict(status=d.status.value, value=_finite(d.value), lower=_finite(d.lower), upper=_finite(d.upper),
+                time_s=d.time_s, attack_s=d.attack_time_s, runs=_runs(d),
+                unstable=list(d.unstable) if d.unstable else None,
+                steps=[dict(eps=st.eps, status=st.status.value, milp_runs=st.milp_runs, time_s=st.time_s)
+                       for st in d.steps])
+
+
+def _distance_kwargs(config: ExperimentConfig) -> dict:
+    kw = dict(method=config.distance_method, time_limit=config.time_limit, total_time_limit=config.total_time_limit,
+              domain=config.domain, threads=config.threads)
+    if config.distance_method == "bisection":
+        kw["tol"] = config.tol
+    return kw
+
+
+def _substitutes(net: ReluNetwork, x0: torch.Tensor, label: int, adv: AttackResult, config: ExperimentConfig) -> list[dict]:
+    """Every pruner and gamma from the attack result ``adv``: the substitute and its exact distance."""
+    out = []
+    for method in config.methods:
+        for gamma in config.gammas:
+            t0 = time.perf_counter()
+            try:
+                sub = prune(net, x0, label, method=method, gamma=gamma, gamma0=config.gamma0,
+                            bounds=config.prune_bounds, attack=adv, domain=config.domain)
+            except PruningError as exc:
+                out.append(dict(method=method, gamma=gamma, error=str(exc)))
+                continue
+            prune_s = time.perf_counter() - t0  # without the attack, shared by all substitutes
+            g = sub.network
+            # f's counterexample is reused when it is adversarial for g too (always for `linear`, where
+            # g(x_adv) = f(x_adv)); otherwise g gets its own attack.  boundary_distance re-checks it on g.
+            reuse = int(g.predict(adv.x_adv.reshape((1,) + tuple(g.input_shape)))[0]) != label
+            dg = boundary_distance(g, x0, label, attack=adv if reuse else True, **_distance_kwargs(config))
+            out.append(dict(method=method, gamma=gamma, prune_s=prune_s, relus_left=g.num_relus,
+                            pruned_per_layer=list(sub.pruned_per_layer), attack_reused=reuse,
+                            g=_distance_record(dg)))
+    return out
+
+
+def run_anchor(net: ReluNetwork, x0: torch.Tensor, label: int, index: int, config: ExperimentConfig) -> dict:
+    """One anchor: attack, exact distance of f, and every substitute's exact distance, with all runs.
+
+    The record holds ``index`` (0-based test index), ``label``, ``status`` (a :class:`RecordStatus` value),
+    ``d_adv`` and ``attack_s`` of the attack, ``f`` (status, value, lower, upper, time, every run),
+    ``substitutes`` (per pruner and gamma: pruning time, ReLUs left, ``g`` like ``f``), with
+    ``config.plain_attack`` a ``plain`` part with the same for the plain PGD attack, and ``config``,
+    ``commit``, ``machine``, ``date``, ``versions`` and ``schema``.  f and all its substitutes run back to
+    back in this call, so a load on the machine affects them alike.
+    """
+    x0 = torch.as_tensor(x0, dtype=torch.float64).reshape(net.input_shape)
+    rec: dict = dict(index=int(index), label=int(label), **run_metadata(), config=config.as_dict())
+    t_start = time.perf_counter()
+    if int(net.predict(x0[None])[0]) != label:
+        rec["status"] = RecordStatus.MISCLASSIFIED.value
+        return rec
+    adv = min_distance_attack(net, x0, label, domain=config.domain, seed=config.attack_seed)
+    rec["attack_s"] = adv.time_s
+    if not adv.success:
+        rec["status"] = RecordStatus.NO_ADVERSARIAL.value
+        return rec
+    rec.update(status=RecordStatus.OK.value, d_adv=float(adv.distance))
+    rec["f"] = _distance_record(boundary_distance(net, x0, label, attack=adv, **_distance_kwargs(config)))
+    rec["substitutes"] = _substitutes(net, x0, label, adv, config)
+    if config.plain_attack:
+        plain = bisection_pgd_attack(net, x0, label, domain=config.domain, seed=config.attack_seed)
+        rec["plain"] = dict(d_adv=_finite(plain.distance), attack_s=plain.time_s,
+                            substitutes=_substitutes(net, x0, label, plain, config) if plain.success else [])
+    rec["wall_s"] = time.perf_counter() - t_start
+    return rec
+
+
+def sample_anchors(net: ReluNetwork, xs: torch.Tensor, ys: torch.Tensor, n: int, *, seed: int = 0,
+                   indices: Sequence[int] | None = None) -> list[int]:
+    """``n`` anchors drawn at random (``seed``) among the correctly classified points: the paper's protocol.
+
+    The points are visited in the order of one random permutation of ``indices`` (default: all of them)
+    and the first ``n`` correctly classified ones are returned, so a larger ``n`` with the same seed
+    extends the same list (a campaign can grow without changing the anchors it has).
+    """
+    idx = np.arange(len(ys)) if indices is None else np.asarray(list(indices), dtype=np.int64)
+    order = idx[np.random.default_rng(int(seed)).permutation(len(idx))]
+    with torch.no_grad():
+        pred = net.predict(xs.reshape((len(ys),) + tuple(net.input_shape)))
+    correct = (pred == torch.as_tensor(ys)).numpy()
+    return [int(i) for i in order if correct[i]][: int(n)]
+
+
+def select_anchors(net: ReluNetwork, xs: torch.Tensor, ys: torch.Tensor, n: int, *, first: int = 0,
+                   not_certified_at: float | None = None, max_d_adv: float | None = None, bounds: str = "crown",
+                   domain: tuple[float, float] = (0.0, 1.0)) -> list[int]:
+    """The first ``n`` indices ``>= first`` of correctly classified points, optionally filtered.
+
+    Not the paper's protocol (see :func:`sample_anchors`): a *supplementary* selection near the boundary.
+    With ``not_certified_at = r``, only points whose robustness at radius ``r`` the ``bounds`` cannot
+    prove; with ``max_d_adv``, only points the attack breaks within that distance.  Both bias the sample
+    towards the less robust points, which a report must say.
+    """
+    from ..estimate import certified_radius
+
+    pred = net.predict(xs.reshape((len(ys),) + tuple(net.input_shape)))
+    out: list[int] = []
+    for i in range(int(first), len(ys)):
+        if len(out) >= n:
+            break
+        if int(pred[i]) != int(ys[i]):
+            continue
+        x0 = xs[i].reshape(net.input_shape).to(torch.float64)
+        if not_certified_at is not None:
+            if certified_radius(net, x0, int(ys[i]), hi=not_certified_at, bounds=bounds, domain=domain,
+                                iters=0) >= not_certified_at:
+                continue
+        if max_d_adv is not None:
+            adv = min_distance_attack(net, x0, int(ys[i]), domain=domain)
+            if not adv.success or adv.distance > max_d_adv:
+                continue
+        out.append(i)
+    return out
+
+
+def load_anchor_data(network: str, dataset: str, *, split: str = "test", data_root: str | None = None,
+                     shared_root: str | None = None) -> tuple[ReluNetwork, torch.Tensor, torch.Tensor]:
+    """The network ``network`` of the zoo and the points of ``dataset`` shaped for it: ``(f, xs, ys)``.
+
+    ``data_root`` ending in ``.npz`` reads an exact CIFAR-10 test subset (``data.load_cifar10_npz``);
+    otherwise ``data.load(dataset, split, root=data_root)``.
+    """
+    from .. import data, zoo
+
+    f = zoo.load(network, shared_root=shared_root, data_root=data_root)
+    ds = data.load_cifar10_npz(data_root) if str(data_root or "").endswith(".npz") else data.load(dataset, split, root=data_root)
+    return f, ds.x.reshape((len(ds.y),) + tuple(f.input_shape)), ds.y
+
+
+@dataclass(frozen=True)
+class Job:
+    """One network's share of a campaign: its anchors, configuration and results file."""
+
+    net: ReluNetwork
+    xs: torch.Tensor
+    ys: torch.Tensor
+    indices: tuple[int, ...]
+    config: ExperimentConfig
+    results: Path
+
+
+def run_jobs(jobs: Sequence[Job], *, dask_address: str | None = None, use_dask: bool = False,
+             workers: int | None = None, progress: bool = True) -> None:
+    """Run every job's anchors that its results file does not hold yet, interleaved across jobs (the first
+    anchor of every network, then the second, ...), so that an interrupted campaign has records of every
+    network.  Records are appended by this process as anchors finish (see :func:`run_experiment`)."""
+    todo_per_job = []
+    for job in jobs:
+        job.results.parent.mkdir(parents=True, exist_ok=True)
+        repair(job.results)
+        done = {r["index"] for r in load_records(job.results)}
+        todo_per_job.append([i for i in dict.fromkeys(int(i) for i in job.indices) if i not in done])
+    tasks = [(j, todo[k]) for k in range(max((len(t) for t in todo_per_job), default=0))
+             for j, todo in enumerate(todo_per_job) if k < len(todo)]
+    from tqdm.auto import tqdm
+
+    total = sum(len(job.indices) for job in jobs)
+    bar = tqdm(total=total, initial=total - len(tasks), disable=not progress, desc="anchors")
+
+    def write(j: int, rec: dict) -> None:
+        append_record(jobs[j].results, rec)
+        bar.update(1)
+
+    if tasks and (use_dask or dask_address):
+        from dask.distributed import Client, LocalCluster, as_completed
+
+        cluster = None
+        if not dask_address:
+            threads = max(job.config.threads for job in jobs)
+            n = workers or max(1, (os.cpu_count() or 2) // max(1, threads))
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(dask_address or cluster)
+        try:
+            stamp = f"{os.getpid()}-{time.time_ns()}"
+            futures, owner = [], {}
+            for j, i in tasks:
+                job = jobs[j]
+                fut = client.submit(run_anchor, job.net, job.xs[i], int(job.ys[i]), i, job.config, pure=False,
+                                    key=f"anchor-{j}-{i}-{stamp}")
+                futures.append(fut)
+                owner[fut.key] = j
+            for fut in as_completed(futures):
+                write(owner[fut.key], fut.result())
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    else:
+        for j, i in tasks:
+            job = jobs[j]
+            write(j, run_anchor(job.net, job.xs[i], int(job.ys[i]), i, job.config))
+    bar.close()
+
+
+def run_experiment(
+    net: ReluNetwork,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    indices: Sequence[int],
+    *,
+    config: ExperimentConfig = ExperimentConfig(),
+    results: str | os.PathLike,
+    dask_address: str | None = None,
+    use_dask: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Run ``run_anchor`` on ``indices`` (skipping those already in ``results``), appending each record.
+
+    With ``use_dask`` (a ``LocalCluster`` of ``workers`` processes, one thread each; default: cores /
+    threads) or ``dask_address`` (an existing scheduler), anchors run in parallel, one task each; records
+    are written by this process as tasks finish, so each anchor is written once even if a worker dies and
+    its task is rerun elsewhere.  A line cut by a crash is removed before anything is appended.
+    """
+    job = Job(net, xs, ys, tuple(int(i) for i in indices), config, Path(results))
+    run_jobs([job], dask_address=dask_address, use_dask=use_dask, workers=workers, progress=progress)
+    return load_records(job.results)
