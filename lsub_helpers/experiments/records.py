@@ -16,7 +16,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-__all__ = ["SCHEMA_VERSION", "RecordStatus", "load_records", "append_record", "repair", "run_metadata"]
+__all__ = ["SCHEMA_VERSION", "RecordStatus", "load_records", "append_record", "repair", "run_metadata", "code_commit"]
 
 SCHEMA_VERSION = 2  # 2: config, code commit, machine and date in every record; anchors drawn at random
 
@@ -75,7 +75,8 @@ def append_record(path: str | os.PathLike, record: dict) -> None:
         os.fsync(fh.fileno())
 
 
-def _git_commit() -> str | None:
+def code_commit() -> str | None:
+    """The git commit of this package's code (``+dirty`` with uncommitted changes), None outside git."""
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -87,8 +88,9 @@ def _git_commit() -> str | None:
     return out + ("+dirty" if dirty else "")
 
 
-def run_metadata() -> dict:
-    """Where and with what a record was computed: code commit, machine, date and library versions."""
+def run_metadata(commit: str | None = None) -> dict:
+    """Where and with what a record was computed: code commit (``commit``, else :func:`code_commit` now),
+    machine, date and library versions."""
     import highspy  # noqa: F401  (its version below)
     import torch
     from importlib.metadata import PackageNotFoundError, version
@@ -101,7 +103,7 @@ def run_metadata() -> dict:
 
     return dict(
         schema=SCHEMA_VERSION,
-        commit=_git_commit(),
+        commit=commit if commit is not None else code_commit(),
         machine=dict(node=platform.node(), system=platform.platform(), cpus=os.cpu_count(),
                      processor=platform.processor() or platform.machine()),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -26,7 +26,7 @@ from ..attacks import AttackResult, bisection_pgd_attack, min_distance_attack
 from ..distance import DistanceResult, boundary_distance
 from ..network import ReluNetwork
 from ..pruning import PruningError, prune
-from .records import RecordStatus, append_record, load_records, repair, run_metadata
+from .records import RecordStatus, append_record, code_commit, load_records, repair, run_metadata
 
 __all__ = ["ExperimentConfig", "Job", "sample_anchors", "select_anchors", "run_anchor", "run_jobs", "run_experiment",
            "load_anchor_data"]
@@ -116,7 +116,8 @@ def _substitutes(net: ReluNetwork, x0: torch.Tensor, label: int, adv: AttackResu
     return out
 
 
-def run_anchor(net: ReluNetwork, x0: torch.Tensor, label: int, index: int, config: ExperimentConfig) -> dict:
+def run_anchor(net: ReluNetwork, x0: torch.Tensor, label: int, index: int, config: ExperimentConfig, *,
+               commit: str | None = None) -> dict:
     """One anchor: attack, exact distance of f, and every substitute's exact distance, with all runs.
 
     The record holds ``index`` (0-based test index), ``label``, ``status`` (a :class:`RecordStatus` value),
@@ -124,10 +125,11 @@ def run_anchor(net: ReluNetwork, x0: torch.Tensor, label: int, index: int, confi
     ``substitutes`` (per pruner and gamma: pruning time, ReLUs left, ``g`` like ``f``), with
     ``config.plain_attack`` a ``plain`` part with the same for the plain PGD attack, and ``config``,
     ``commit``, ``machine``, ``date``, ``versions`` and ``schema``.  f and all its substitutes run back to
-    back in this call, so a load on the machine affects them alike.
+    back in this call, so a load on the machine affects them alike.  ``commit`` names the code that runs
+    (a campaign reads it once when it starts; default: the working tree's commit now).
     """
     x0 = torch.as_tensor(x0, dtype=torch.float64).reshape(net.input_shape)
-    rec: dict = dict(index=int(index), label=int(label), **run_metadata(), config=config.as_dict())
+    rec: dict = dict(index=int(index), label=int(label), **run_metadata(commit), config=config.as_dict())
     t_start = time.perf_counter()
     if int(net.predict(x0[None])[0]) != label:
         rec["status"] = RecordStatus.MISCLASSIFIED.value
@@ -237,6 +239,7 @@ def run_jobs(jobs: Sequence[Job], *, dask_address: str | None = None, use_dask: 
              for j, todo in enumerate(todo_per_job) if k < len(todo)]
     from tqdm.auto import tqdm
 
+    commit = code_commit()  # the code this process runs, even if the working tree changes meanwhile
     total = sum(len(job.indices) for job in jobs)
     bar = tqdm(total=total, initial=total - len(tasks), disable=not progress, desc="anchors")
 
@@ -258,8 +261,8 @@ def run_jobs(jobs: Sequence[Job], *, dask_address: str | None = None, use_dask: 
             futures, owner = [], {}
             for j, i in tasks:
                 job = jobs[j]
-                fut = client.submit(run_anchor, job.net, job.xs[i], int(job.ys[i]), i, job.config, pure=False,
-                                    key=f"anchor-{j}-{i}-{stamp}")
+                fut = client.submit(run_anchor, job.net, job.xs[i], int(job.ys[i]), i, job.config, commit=commit,
+                                    pure=False, key=f"anchor-{j}-{i}-{stamp}")
                 futures.append(fut)
                 owner[fut.key] = j
             for fut in as_completed(futures):
@@ -271,7 +274,7 @@ def run_jobs(jobs: Sequence[Job], *, dask_address: str | None = None, use_dask: 
     else:
         for j, i in tasks:
             job = jobs[j]
-            write(j, run_anchor(job.net, job.xs[i], int(job.ys[i]), i, job.config))
+            write(j, run_anchor(job.net, job.xs[i], int(job.ys[i]), i, job.config, commit=commit))
     bar.close()
 
 
