@@ -22,7 +22,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "notebooks" / "experiment.md"  # a jupytext MyST notebook: the source of the experiment
+# The experiment's source is notebooks/experiment.md (MyST); experiment.ipynb is its jupytext pair, which
+# papermill runs (`jupytext --sync notebooks/experiment.md` after editing; a test checks the pair agrees).
+NOTEBOOK = ROOT / "notebooks" / "experiment.ipynb"
 
 _CIFAR = "cifar10/cifar10_test_first100.npz"  # exact CIFAR-10 test images 0..99
 _PAPER = dict(n_anchors=20, seed=0, time_limit=60.0, total_time_limit=600.0)
@@ -104,6 +106,19 @@ def compute(runs: list[dict], args) -> None:
              progress=not args.no_progress)
 
 
+def retitle(page: Path, title: str) -> None:
+    """Give an executed copy its own page title (its first heading), so that the book's sidebar, links and
+    search tell the networks apart."""
+    import nbformat
+
+    nb = nbformat.read(page, as_version=4)
+    first = next(c for c in nb.cells if c.cell_type == "markdown")
+    lines = first.source.splitlines()
+    lines[0] = f"# {title}"
+    first.source = "\n".join(lines)
+    nbformat.write(nb, page)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", choices=sorted(SETS), default="default")
@@ -133,23 +148,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.compute_only:
         compute(runs, args)
         return 0
-    import jupytext
     import papermill as pm
 
     out = args.out or ROOT / "book" / "experiments" / args.set
     out.mkdir(parents=True, exist_ok=True)
-    source = out / ".experiment-source.ipynb"
-    jupytext.write(jupytext.read(NOTEBOOK), source)  # papermill runs .ipynb; the source of truth is the .md
-    try:
-        for run in runs:
-            params = _params(run, args)
-            params["use_dask"] = bool(args.use_dask)
-            params["compute"] = not args.report_only
-            print(f"papermill: {run['name']} -> {out / (run['name'] + '.ipynb')}", flush=True)
-            pm.execute_notebook(str(source), str(out / f"{run['name']}.ipynb"), parameters=params, cwd=str(ROOT),
-                                progress_bar=False, kernel_name="python3")
-    finally:
-        source.unlink(missing_ok=True)
+    for run in runs:
+        params = _params(run, args)
+        params["use_dask"] = bool(args.use_dask)
+        params["compute"] = not args.report_only
+        page = out / f"{run['name']}.ipynb"
+        print(f"papermill: {run['name']} -> {page}", flush=True)
+        pm.execute_notebook(str(NOTEBOOK), str(page), parameters=params, cwd=str(ROOT), progress_bar=False,
+                            kernel_name="python3")
+        retitle(page, run.get("title") or run["name"])
     return 0
 
 

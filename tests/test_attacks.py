@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from lsub_helpers.attacks import AttackResult, AttackStatus, Loss, min_distance_attack, pgd
+from lsub_helpers.attacks import AttackResult, AttackStatus, Loss, bisection_pgd_attack, min_distance_attack, pgd
 from lsub_helpers.network import ReluNetwork
 
 
@@ -379,3 +379,35 @@ def test_eps_max_caps_the_search():
     exact = linear_distance(w, b, x0)
     res = min_distance_attack(net, x0, 0, domain=(-10.0, 10.0), eps_max=0.5 * exact)
     assert res.status is AttackStatus.FAILED and res.x_adv is None and res.eps == 0.5 * exact
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_bisection_pgd_linear_brackets_the_closed_form(seed):
+    """The paper's plain attack: on a linear classifier PGD at eps succeeds iff eps >= the distance, so the
+    bisection ends within tol above it; its point is sound and the result is reproducible."""
+    net, w, b, x0 = two_class(seed=seed, offset=0.5 + seed)
+    exact = linear_distance(w, b, x0)
+    domain = (-10.0, 10.0)
+    res = bisection_pgd_attack(net, x0, 0, domain=domain, eps_max=2.0, tol=1e-4, seed=seed)
+    assert_sound(net, res, x0, None, domain)
+    assert res.method == "pgd_bisection" and res.adv_label == 1
+    assert exact * (1 - 1e-9) <= res.distance <= exact + 2e-4
+    again = bisection_pgd_attack(net, x0, 0, domain=domain, eps_max=2.0, tol=1e-4, seed=seed)
+    assert again.distance == res.distance
+    far = bisection_pgd_attack(net, x0, 0, domain=domain, eps_max=exact / 2, seed=seed)
+    assert far.status is AttackStatus.FAILED and far.x_adv is None  # no success below the distance
+
+
+def test_bisection_pgd_is_never_below_the_strong_attack_on_a_relu_network():
+    torch.manual_seed(3)
+    seq = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)).double()
+    net = ReluNetwork.from_torch(seq, (6,))
+    x0 = torch.rand(6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    label = int(net.predict(x0[None])[0])
+    plain = bisection_pgd_attack(net, x0, label, tol=1e-4)
+    assert plain.success
+    assert_sound(net, plain, x0, None, (0.0, 1.0))
+    from lsub_helpers.distance import boundary_distance
+
+    exact = boundary_distance(net, x0, label, method="direct", attack=False, mip_rel_gap=1e-9)
+    assert exact.value is not None and plain.distance >= exact.value * (1 - 1e-9)  # d_bnd <= d_adv

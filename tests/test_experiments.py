@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from lsub_helpers.experiments import (ExperimentConfig, load_records, run_anchor, run_experiment, runtime_points,
-                                      select_anchors,
-                                      table1, table1_markdown)
+from lsub_helpers.experiments import (ExperimentConfig, attack_comparison, load_records, paper_table1, repair,
+                                      run_anchor, run_experiment, runtime_points, sample_anchors, select_anchors,
+                                      side_by_side_markdown, table1, table1_markdown)
 from lsub_helpers.network import ReluNetwork
 
 
@@ -19,12 +19,13 @@ def _run(eps, status, t):
     return dict(eps=eps, target=1, status=status, solver_status="x", time_s=t, build_time_s=0.0, binaries=3)
 
 
-def _dist(value, runs, status="exact", time_s=10.0, attack_s=1.0):
-    return dict(status=status, value=value, lower=value, upper=value, time_s=time_s, attack_s=attack_s, runs=runs)
+def _dist(value, runs, status="exact", time_s=10.0, attack_s=1.0, lower=None, upper=None):
+    return dict(status=status, value=value, lower=value if lower is None else lower,
+                upper=value if upper is None else upper, time_s=time_s, attack_s=attack_s, runs=runs)
 
 
 RECORDS = [
-    dict(index=0, label=1, status="ok", d_adv=0.12,
+    dict(index=0, label=1, status="ok", d_adv=0.12, attack_s=2.0,
          f=_dist(0.1, [_run(0.05, "robust", 2.0), _run(0.075, "not_robust", 4.0), _run(0.2, "timeout", 60.0)],
                  time_s=21.0),
          substitutes=[
@@ -33,7 +34,7 @@ RECORDS = [
              dict(method="constant", gamma=0.9, prune_s=0.3, g=_dist(None, [], time_s=2.0)),
          ]),
     dict(index=1, label=0, status="ok", d_adv=0.3,
-         f=_dist(None, [_run(0.1, "timeout", 60.0)], status="timeout"),
+         f=_dist(None, [_run(0.1, "timeout", 60.0)], status="timeout", lower=0.15, upper=0.3),
          substitutes=[dict(method="linear", gamma=0.9, prune_s=0.2,
                            g=_dist(0.2, [_run(0.15, "robust", 3.0)], time_s=6.0))]),
     dict(index=2, label=3, status="misclassified"),
@@ -43,26 +44,57 @@ RECORDS = [
 def test_table1_by_hand():
     rows = {(r["method"], r["gamma"]): r for r in table1(RECORDS)}
     lin = rows[("linear", 0.9)]
-    assert lin["anchors"] == 2
+    assert (lin["anchors"], lin["n_ok"], lin["n_exact"]) == (3, 2, 1)
     assert lin["rel_diff"] == pytest.approx(0.1) and lin["rel_n"] == 1  # anchor 1: f timed out, not counted
+    assert lin["attack_rel"] == pytest.approx(0.2)  # |0.12 - 0.1| / 0.1 on the same anchor: the baseline
     # prune time per run: 0.4 / 2 runs and 0.2 / 1 run
     assert lin["prune_per_run"] == pytest.approx(0.2)
-    # runs of g inside f's explored range [0.05, 0.075] (anchor 0) and, for anchor 1, f explored nothing
-    assert lin["runs_with"] == 1 and lin["run_with"] == pytest.approx(1.0)
-    # runs of f without a timeout: 2 s and 4 s
-    assert lin["run_without"] == pytest.approx(3.0) and lin["speedup"] == pytest.approx(3.0)
-    # whole computation per anchor without the attack, where both are exact: (4 - 1) against (21 - 1)
-    assert lin["total_with"] == pytest.approx(3.0) and lin["total_without"] == pytest.approx(20.0)
+    # runs of g inside the eps range f explored, time-limited runs of f included: [0.05, 0.2] for anchor 0,
+    # [0.1, 0.1] for anchor 1 (g's run at 0.15 is outside)
+    assert lin["runs_with"] == 2 and lin["run_with"] == pytest.approx(0.75)
+    # every run of f counts, the time-limited ones at the time they took: 2, 4, 60 and 60 s
+    assert lin["runs_without"] == 4 and lin["run_without"] == pytest.approx(31.5)
+    assert lin["ratio_median"] == pytest.approx(22.0 / 0.75)  # anchor 0 only: anchor 1 has no run of g in range
+    # whole estimate (attack + pruning + g) against whole exact D (attack + f), over both anchors
+    assert lin["estimate_s_median"] == pytest.approx((6.4 + 6.2) / 2)
+    assert lin["exact_s_median"] == pytest.approx((23.0 + 10.0) / 2)
+    # anchor 1: f open on [0.15, 0.3]; g's 0.2 lies inside; relative width 0.5
+    assert (lin["inside"], lin["n_open"]) == (1, 1) and lin["open_width"] == pytest.approx(0.5)
     con = rows[("constant", 0.9)]
     assert con["collapsed"] == 1 and con["rel_n"] == 0 and math.isnan(con["rel_diff"])
     md = table1_markdown(table1(RECORDS), network="toy")
-    assert md.count("\n") == 3 and "| toy | linear | 0.9 | 0.1 ± 0 (n=1) |" in md
+    assert md.count("\n") == 3 and "| toy | linear | 0.9 | 1 / 3 | 0.1 ± 0, 0.1 (n=1) | 0.2 ± 0, 0.2 |" in md
 
 
 def test_runtime_points():
     pts = runtime_points(RECORDS, gamma=0.9)
     assert sorted(pts["original"]) == [(2.0, 0.05), (4.0, 0.075)]  # timeouts are not points
     assert sorted(pts["linear"]) == [(0.5, 0.09), (1.0, 0.06), (3.0, 0.15)]
+
+
+def test_paper_table_and_side_by_side():
+    paper = paper_table1()
+    assert len(paper) == 36
+    assert {(r["dataset"], r["training"]) for r in paper} == {(d, t) for d in ("mnist", "cifar10")
+                                                             for t in ("clean", "adv1", "adv2")}
+    row = next(r for r in paper if (r["dataset"], r["training"], r["pruner"], r["gamma"]) == ("mnist", "clean", "linear", 0.99))
+    assert (row["rel_diff"], row["run_with"], row["run_without"]) == (0.0054, 16.91, 33.28)  # as printed
+    assert math.isnan(next(r for r in paper if r["training"] == "adv2" and r["dataset"] == "mnist")["rel_diff_std"])
+    md = side_by_side_markdown({("mnist", "clean"): table1(RECORDS)})
+    lines = md.splitlines()
+    assert len(lines) == 2 + 36
+    assert "| mnist | clean | linear | 0.9 | 0 ± 0 | 0.1 ± 0 (n=1) | 0.2 ± 0 |" in md
+    assert sum("not run" in line for line in lines) == 36 - 2  # only linear 0.9 and constant 0.9 were run
+
+
+def test_attack_comparison_reads_both_attacks():
+    rec = dict(RECORDS[0], plain=dict(d_adv=0.15, attack_s=1.0, substitutes=[
+        dict(method="linear", gamma=0.9, prune_s=0.1, g=_dist(0.13, [], time_s=1.0))]))
+    (row,) = attack_comparison([rec, RECORDS[1], RECORDS[2]])  # anchor 1: f not exact; 2: misclassified
+    assert row["strong_attack"] == pytest.approx(0.2) and row["plain_attack"] == pytest.approx(0.5)
+    assert row["strong_linear_0.9"] == pytest.approx(0.1) and row["plain_linear_0.9"] == pytest.approx(0.3)
+    plain_rows = {(r["method"], r["gamma"]): r for r in table1([rec], substitutes="plain")}
+    assert plain_rows[("linear", 0.9)]["attack_rel"] == pytest.approx(0.5)
 
 
 def _tiny():
@@ -90,9 +122,11 @@ def test_run_anchor_and_resume(tmp_path):
     assert len(rec["f"]["steps"]) >= 1  # every bisection step, MILP or not
     json.dumps(rec)  # JSON-able
     out = tmp_path / "r.jsonl"
+    for key in ("commit", "machine", "date", "versions", "config", "schema"):
+        assert key in rec
+    assert rec["config"]["gamma0"] == 0.2 and rec["machine"]["cpus"] >= 1
     out.write_text(json.dumps(rec) + "\n" + '{"index": 1, "sta')  # a line cut by a crash
     assert [r["index"] for r in load_records(out)] == [0]
-    out.write_text(json.dumps(rec) + "\n")
     recs = run_experiment(net, xs, ys, [0, 5], config=config, results=out, progress=False)
     assert [r["index"] for r in recs] == [0, 5]  # anchor 0 not recomputed, 5 appended
     assert recs[1]["status"] == "misclassified"
@@ -129,3 +163,35 @@ def test_select_anchors_by_attack_distance():
         adv = min_distance_attack(net, xs[i], int(ys[i]))
         assert (i in kept) == (adv.success and adv.distance <= m)
     assert 0 < len(kept) < 12
+
+
+def test_repair_cuts_only_a_broken_tail(tmp_path):
+    out = tmp_path / "r.jsonl"
+    good = '{"index": 0}\n{"index": 1}\n'
+    out.write_text(good + '{"index": 2, "st')
+    assert repair(out) == len('{"index": 2, "st') and out.read_text() == good
+    assert repair(out) == 0 and out.read_text() == good
+    out.write_text(good + '{"index": 2}')  # complete JSON but no newline: cut as well, it may be partial
+    assert repair(out) > 0 and out.read_text() == good
+
+
+def test_sample_anchors_is_the_papers_protocol():
+    net = _tiny()
+    xs = torch.rand(60, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    ys = net.predict(xs)
+    wrong = [0, 7, 13]
+    for i in wrong:
+        ys[i] = (ys[i] + 1) % 3
+    a = sample_anchors(net, xs, ys, 20, seed=3)
+    assert len(a) == len(set(a)) == 20 and not set(a) & set(wrong)
+    assert a == sample_anchors(net, xs, ys, 20, seed=3)  # reproducible from the recorded seed
+    assert sample_anchors(net, xs, ys, 8, seed=3) == a[:8]  # a larger n extends the same list
+    assert a != sorted(a) and sample_anchors(net, xs, ys, 20, seed=4) != a  # random, not the first points
+    assert len(sample_anchors(net, xs, ys, 1000, seed=0)) == 57  # every correct point at most once
+
+
+def test_config_refuses_gamma0_above_gamma():
+    with pytest.raises(ValueError, match="gamma0"):
+        ExperimentConfig(gammas=(0.3, 0.9), gamma0=0.3)
+    with pytest.raises(ValueError, match="gamma"):
+        ExperimentConfig(gammas=(1.0,))

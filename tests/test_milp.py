@@ -288,6 +288,29 @@ def test_recheck_rejects_a_wrong_solver_point(monkeypatch):
     assert len(v.runs) > 0
 
 
+def test_direct_distance_with_an_unverifiable_optimum_is_unknown_not_infinite(monkeypatch):
+    """Without an attack point, a MILP that ends OPTIMAL at a point failing the float64 re-check (even
+    after polishing) proves nothing about the absence of a boundary: the result keeps the solver's finite
+    lower bound and says UNKNOWN, never EXACT with lower = upper = inf (which Lemma 1's certificate would
+    then turn into a lower bound above the true distance)."""
+    net = _net((2, 3, 3, 3), TINY[0])
+    x0, label = _anchor(net, TINY[0])
+    honest = boundary_distance(net, x0, label, method="direct", attack=False, mip_rel_gap=1e-9)
+    assert honest.status is DistanceStatus.EXACT and np.isfinite(honest.value)
+
+    def never_valid(net_, x, lower, upper, spec, *, x0=None):
+        chk = real_check(net_, x, lower, upper, spec, x0=x0)
+        return dataclasses.replace(chk, valid=False)
+
+    real_check = milp.check_counterexample
+    monkeypatch.setattr(milp, "check_counterexample", never_valid)
+    d = boundary_distance(net, x0, label, method="direct", attack=False, mip_rel_gap=1e-9)
+    assert any(r.solver_status is SolverStatus.OPTIMAL for r in d.runs)  # the path: optimal, point rejected
+    assert d.status is DistanceStatus.UNKNOWN and d.value is None and d.counterexample is None
+    assert np.isfinite(d.lower) and d.lower <= honest.value + 1e-9  # the solver's bound, still sound
+    assert d.upper == np.inf
+
+
 def test_time_limit_is_a_timeout():
     net = _net((20, 40, 40, 10), 2, scale=1.0)
     x0 = torch.full((20,), 0.5, dtype=torch.float64)
