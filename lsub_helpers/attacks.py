@@ -27,7 +27,7 @@ import torch
 
 from .network import ReluNetwork
 
-__all__ = ["AttackStatus", "Loss", "AttackResult", "pgd", "min_distance_attack", "bisection_pgd_attack"]
+__all__ = ["AttackStatus", "Loss", "AttackResult", "pgd_step", "pgd", "min_distance_attack", "bisection_pgd_attack"]
 
 _F64 = torch.float64
 _WORK = torch.float32  # dtype of the inner loops
@@ -296,6 +296,14 @@ def _cosine(step_size: float, steps: int, floor: float = 0.02) -> torch.Tensor:
     return step_size * (floor + (1 - floor) * 0.5 * (1 + torch.cos(math.pi * k / max(steps, 1))))
 
 
+def pgd_step(x: torch.Tensor, grad: torch.Tensor, step_size, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """One L-inf PGD step: ``x + step_size * sign(grad)``, projected onto the box ``[lo, hi]`` (the ball
+    intersected with the domain).  Ascent on the objective whose gradient is ``grad`` (pass ``-grad`` to
+    descend).  The one step every PGD of the package takes: the attacks here, adversarial training and
+    robust accuracy (:mod:`lsub_helpers.training`)."""
+    return torch.minimum(torch.maximum(x + step_size * grad.sign(), lo), hi)
+
+
 def _run_pgd(
     prob: _Problem,
     tally: _Tally,
@@ -363,8 +371,7 @@ def _run_pgd(
         if not fused:
             grad = grad.reshape((samples, batch) + prob.shape).sum(0)
         with torch.no_grad():
-            x = x.detach() - float(step_sizes[k]) * grad.sign()
-            x = torch.minimum(torch.maximum(x, lo), hi)
+            x = pgd_step(x.detach(), -grad, float(step_sizes[k]), lo, hi)
     return _PGDOutcome(None, best_margin, (), k)
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attacks import pgd_step
 from .data import Dataset
 
 __all__ = ["PGDTrainConfig", "Schedule", "Optimizer", "EpochStats", "TrainResult", "train", "pgd_linf",
@@ -119,7 +120,7 @@ def pgd_linf(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int,
         x_adv = x_adv.detach().requires_grad_(True)
         loss = F.cross_entropy(f(x_adv), y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x_adv)
-        x_adv = torch.max(torch.min(x_adv.detach() + step_size * grad.sign(), hi), lo)
+        x_adv = pgd_step(x_adv.detach(), grad, step_size, lo, hi)
     return x_adv.detach()
 
 
@@ -326,6 +327,6 @@ def pgd_accuracy(model, dataset: Dataset, *, eps: float, steps: int = 40, step_s
                 ok &= (logits.argmax(1) == y).detach()
                 loss = F.cross_entropy(logits, y, reduction="sum")
                 (grad,) = torch.autograd.grad(loss, x_adv)
-                x_adv = torch.max(torch.min(x_adv.detach() + alpha * grad.sign(), hi), lo)
+                x_adv = pgd_step(x_adv.detach(), grad, alpha, lo, hi)
         robust += ok.sum().item()
     return robust / len(dataset)

@@ -2,12 +2,11 @@
 
 ``load(name)`` looks in this order:
 
-1. the in-memory cache of this process;
-2. ``cache_dir`` (default ``~/.cache/lsub_helpers/models``), where networks trained at run time are kept;
-3. the project's own weights, ``lsub_helpers/weights/<name>.pt``, trained by this code; their
+1. ``cache_dir`` (default ``~/.cache/lsub_helpers/models``), where networks trained at run time are kept;
+2. the project's own weights, ``lsub_helpers/weights/<name>.pt``, trained by this code; their
    ``manifest.json`` records the data checksum, seed, command, measured accuracy, training time and date,
    and the file's SHA-256, which is checked on every load;
-4. training by the recipe below, only with ``allow_training=True`` (the result goes to ``cache_dir``).
+3. training by the recipe below, only with ``allow_training=True`` (the result goes to ``cache_dir``).
 
 Public networks (the ``models.json`` names of the shared model directory, e.g. ``cnna_cifar10_sdp_adv``)
 are read from ``shared_root`` / ``LSUB_SHARED`` and never trained.
@@ -246,9 +245,6 @@ def _from_weights(r: Recipe, directory: Path, *, committed: bool) -> nn.Sequenti
     return model.eval()
 
 
-_MEMORY: dict[tuple, ReluNetwork] = {}
-
-
 def load_torch(name: str, *, allow_training: bool = False, cache_dir: str | os.PathLike | None = None,
                shared_root: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None,
                progress: bool = True) -> nn.Sequential:
@@ -287,13 +283,13 @@ def _input_shape(name: str, shared_root) -> tuple[int, ...]:
 def load(name: str, *, allow_training: bool = False, cache_dir: str | os.PathLike | None = None,
          shared_root: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None,
          progress: bool = True) -> ReluNetwork:
-    """The network ``name`` as a :class:`ReluNetwork`; unknown names raise ``KeyError`` listing the known."""
-    key = (name, str(cache_dir), str(shared_root))
-    if key not in _MEMORY:
-        seq = load_torch(name, allow_training=allow_training, cache_dir=cache_dir, shared_root=shared_root,
-                         data_root=data_root, progress=progress)
-        _MEMORY[key] = ReluNetwork.from_torch(seq, _input_shape(name, shared_root))
-    return _MEMORY[key]
+    """The network ``name`` as a :class:`ReluNetwork`; unknown names raise ``KeyError`` listing the known.
+
+    Every call reads the weights again (and checks their SHA-256): there is no process-wide cache that
+    could hand out a network whose file has changed.  Keep the returned object to reuse it."""
+    seq = load_torch(name, allow_training=allow_training, cache_dir=cache_dir, shared_root=shared_root,
+                     data_root=data_root, progress=progress)
+    return ReluNetwork.from_torch(seq, _input_shape(name, shared_root))
 
 
 # --------------------------------------------------------------------------------------------------

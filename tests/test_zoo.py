@@ -18,11 +18,6 @@ EMBEDDED = ["toy2d", "digits-mlp", "digits-cnn", "mnist5k-mlp", "mnist5k-cnna"]
 TRIO = ["mnist-cnna-clean", "mnist-cnna-adv1", "mnist-cnna-adv2"]
 
 
-@pytest.fixture(autouse=True)
-def fresh_memory(monkeypatch):
-    monkeypatch.setattr(zoo, "_MEMORY", {})
-
-
 def test_names_and_unknown_name():
     assert zoo.own_names()[:5] == tuple(EMBEDDED) and set(TRIO) <= set(zoo.own_names())
     assert {"cnna_cifar10_sdp_adv", "cnna_cifar10_sdp_mix", "cnna_cifar10_wk_scaled_lp_eps8_255"} <= set(zoo.names())
@@ -47,7 +42,8 @@ def test_embedded_networks_match_their_manifest(name, tmp_path):
     assert isinstance(net, ReluNetwork) and net.input_shape == r.input_shape and net.num_classes == len(test.classes)
     with torch.no_grad():
         assert torch.equal(net.forward(test.x).argmax(1), seq(test.x).argmax(1))
-    assert zoo.load(name, cache_dir=tmp_path) is net  # in-memory cache
+    again = zoo.load(name, cache_dir=tmp_path)  # read again from the file, no process-wide cache
+    assert again is not net and torch.equal(again.forward(test.x), net.forward(test.x))
 
 
 def test_embedded_accuracies_are_useful():
@@ -58,12 +54,24 @@ def test_embedded_accuracies_are_useful():
 
 
 def test_retraining_reproduces_the_committed_toy2d(tmp_path):
-    """The committed toy2d weights are exactly what its recipe trains (seeded, one thread)."""
-    model, entry = zoo.train_and_save(zoo.recipe("toy2d"), tmp_path, progress=False)
+    """The toy2d recipe is deterministic (seeded, one thread): two trainings on this machine give the same
+    bits.  Across CPUs float32 kernels round differently (the committed file was trained on an AMD EPYC;
+    an Intel Xeon differs by ~1e-6), so against the committed weights the check is to rounding level and
+    on the predictions."""
+    model, entry = zoo.train_and_save(zoo.recipe("toy2d"), tmp_path / "a", progress=False)
+    twice, entry2 = zoo.train_and_save(zoo.recipe("toy2d"), tmp_path / "b", progress=False)
+    assert all(torch.equal(a, twice.state_dict()[k]) for k, a in model.state_dict().items())
+    assert entry["sha256"] == entry2["sha256"]
     committed = torch.load(zoo.WEIGHTS_DIR / "toy2d.pt", weights_only=True)
-    assert all(torch.equal(a, committed[k]) for k, a in model.state_dict().items())
-    assert entry["sha256"] == zoo.manifest()["toy2d"]["sha256"]
-    assert json.loads((tmp_path / "manifest.json").read_text())["toy2d"]["clean_accuracy"] == entry["clean_accuracy"]
+    for k, a in model.state_dict().items():
+        assert torch.allclose(a, committed[k], rtol=0, atol=1e-4), k
+    test = data.load("toy2d", "test")
+    ref = zoo.load("toy2d")
+    with torch.no_grad():
+        agree = (model(test.x).argmax(1) == ref.predict(test.x)).float().mean().item()
+    assert agree >= 0.995
+    assert abs(json.loads((tmp_path / "a" / "manifest.json").read_text())["toy2d"]["clean_accuracy"]
+               - zoo.manifest()["toy2d"]["clean_accuracy"]) <= 0.005
 
 
 def test_tampered_weights_are_rejected(tmp_path, monkeypatch):
@@ -85,7 +93,6 @@ def test_missing_weights_train_only_when_allowed(tmp_path, monkeypatch):
     net = zoo.load("toy2d", allow_training=True, cache_dir=tmp_path / "cache", progress=False)
     assert (tmp_path / "cache" / "toy2d.pt").is_file() and "toy2d" in zoo.manifest(tmp_path / "cache")
     # a second process finds it in the cache and does not train again
-    monkeypatch.setattr(zoo, "_MEMORY", {})
     monkeypatch.setattr(zoo, "train", lambda *a, **k: pytest.fail("trained again"))
     again = zoo.load("toy2d", cache_dir=tmp_path / "cache")
     x = torch.rand(10, 2)
@@ -94,7 +101,6 @@ def test_missing_weights_train_only_when_allowed(tmp_path, monkeypatch):
     entries = zoo.manifest(tmp_path / "cache")
     entries["toy2d"]["training"]["epochs"] = 1
     (tmp_path / "cache" / "manifest.json").write_text(json.dumps(entries))
-    monkeypatch.setattr(zoo, "_MEMORY", {})
     with pytest.raises(FileNotFoundError, match="no weights for 'toy2d'"):
         zoo.load("toy2d", cache_dir=tmp_path / "cache")
 
