@@ -26,6 +26,11 @@ from .milp import BoundsMethod, Objective, OutputSpec, SolverStatus, Verificatio
 from .network import ReluNetwork
 
 __all__ = [
+    "DistanceMethod",
+    "ScreenMethod",
+    "SolveOptions",
+    "BoundOptions",
+    "Budget",
     "OptimizationRun",
     "VerificationResult",
     "DistanceStatus",
@@ -70,6 +75,63 @@ class VerificationResult:
     unstable: tuple[int, ...]  # unstable neurons per layer after bounds (and tightening)
     bounds_time_s: float
     time_s: float
+
+
+class DistanceMethod(enum.Enum):
+    """How problem (1) is solved."""
+
+    DIRECT = "direct"  # one MILP per target minimising t = ||x - x0||_inf (MIPVerify's `closest`)
+    BISECTION = "bisection"  # the paper's binary search over eps with problem (2)
+
+
+class ScreenMethod(enum.Enum):
+    """How targets are ruled out before any MILP (see :func:`verify`)."""
+
+    LP = "lp"  # interval arithmetic, the bound method's own output bound, then the LP relaxation
+    INTERVAL = "interval"  # the first two only
+    NONE = "none"  # every target gets a MILP
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    """What every MILP of one call is given: the solver, its threads and gap, and how its points are treated."""
+
+    solver: str = "highs"
+    threads: int = 1
+    time_limit: float | None = 60.0  # per optimisation run
+    mip_rel_gap: float | None = 1e-4
+    polish: bool = True  # a point failing the re-check gets the region LP (see milp.interpret)
+    margin_tol: float = 1e-8  # direct: slack a polished counterexample must have
+    exact_abs_tol: float = 1e-6  # direct: absolute gap still called exact
+
+
+@dataclass(frozen=True)
+class BoundOptions:
+    """How the bounds the MILP starts from are obtained."""
+
+    bounds: object = "crown"  # a BoundsMethod name, or precomputed bounds
+    tighten_lp: float = 0.0  # seconds of LP tightening (0: off)
+    screen: ScreenMethod = ScreenMethod.LP
+    domain: tuple | None = (0.0, 1.0)
+
+
+class Budget:
+    """The time one call may spend, drawn on by every LP and MILP it runs (a total of None: unlimited)."""
+
+    def __init__(self, total: float | None):
+        self.t0 = time.perf_counter()
+        self.total = total
+
+    def left(self) -> float:
+        return math.inf if self.total is None else self.total - (time.perf_counter() - self.t0)
+
+    def limit(self, per_run: float | None) -> float | None:
+        """The time limit for the next run: ``per_run`` capped by what is left (None: unlimited)."""
+        lim = min(per_run if per_run is not None else math.inf, self.left())
+        return None if math.isinf(lim) else max(lim, 0.0)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
 
 
 class DistanceStatus(enum.Enum):
@@ -156,17 +218,23 @@ def _row_lower(b, specs):
     return np.asarray(out[0], dtype=_F64).reshape(-1) - np.concatenate([s.rhs for s in specs])
 
 
-def _screen(net, label, targets, lower, upper, bounds, tighten_lp, threads, screen, mats):
+def _screen(net, label, targets, lower, upper, bopts: BoundOptions, threads: int, budget: Budget, mats):
     """Bounds on the box and the targets they cannot rule out, most promising first:
-    ``(bounds, specs, order of spec indices, seconds)``."""
+    ``(bounds, specs, order of spec indices, seconds)``.  LP tightening and screening LPs draw on ``budget``."""
     tb = time.perf_counter()
     specs = [OutputSpec.misclassified_as(label, t, net.num_classes) for t in targets]
-    b, _ = prepare_bounds(net, lower, upper, bounds=bounds, tighten_lp=tighten_lp, threads=threads,
-                          specs=specs if screen != "none" else None, _mats=mats)
-    lbs = milp.spec_lower_bounds(net, lower, upper, b, specs, screen=screen, row_lower=_row_lower(b, specs),
-                                 threads=threads, _mats=mats)
+    screen = ScreenMethod(bopts.screen)
+    tighten = min(bopts.tighten_lp, max(budget.left(), 0.0)) if bopts.tighten_lp else 0.0
+    b, _ = prepare_bounds(net, lower, upper, bounds=bopts.bounds, tighten_lp=tighten, threads=threads,
+                          specs=specs if screen is not ScreenMethod.NONE else None, _mats=mats)
+    lbs = milp.spec_lower_bounds(net, lower, upper, b, specs, screen=screen.value, row_lower=_row_lower(b, specs),
+                                 threads=threads, time_limit=max(min(_SCREEN_LP_S, budget.left()), 1e-3), _mats=mats)
     order = [j for j in np.argsort(lbs, kind="stable") if not milp._unreachable(lbs[j], specs[j])]
     return b, specs, order, time.perf_counter() - tb
+
+
+_SCREEN_LP_S = 30.0  # at most this long for the screening LPs of one call (less if the budget is smaller)
+_POLISH_LP_S = 10.0  # at most this long for one polishing LP
 
 
 def _run_record(eps, target, model, res, verdict) -> OptimizationRun:
@@ -176,22 +244,6 @@ def _run_record(eps, target, model, res, verdict) -> OptimizationRun:
         num_binaries=model.num_binaries, num_continuous=model.num_continuous, num_constraints=model.num_rows,
         objective_value=res.objective, bound=res.bound,
     )
-
-
-class _Clock:
-    def __init__(self, total: float | None):
-        self.t0 = time.perf_counter()
-        self.total = total
-
-    def left(self) -> float:
-        return math.inf if self.total is None else self.total - (time.perf_counter() - self.t0)
-
-    def limit(self, per_run: float | None) -> float | None:
-        lim = min(per_run if per_run is not None else math.inf, self.left())
-        return None if math.isinf(lim) else max(lim, 0.0)
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
 
 
 _HIGHS = ("highs", "highs_persistent")  # solvers that take HiGHS's objective_bound / objective_target
@@ -216,7 +268,7 @@ def verify(
     threads: int = 1,
     solver: str = "highs",
     mip_rel_gap: float | None = None,
-    screen: str = "lp",
+    screen: ScreenMethod | str = "lp",
     polish: bool = True,
 ) -> VerificationResult:
     """Problem (2): is ``f_label > f_t`` on the whole ball of radius ``eps`` (within ``domain``) for the
@@ -228,48 +280,49 @@ def verify(
     ``"none"``).  Each remaining target gets one MILP minimising ``f_label - f_t``, stopped early in
     ``verdict_only`` mode (HiGHS ``objective_bound = 0``: prune everything that cannot go below 0;
     ``objective_target = verdict_target``: stop at the first point below it).  Stops at the first checked
-    counterexample.  ``time_limit`` is per optimisation run, ``total_time_limit`` for the call.
+    counterexample.  ``time_limit`` is per optimisation run, ``total_time_limit`` for the whole call: every
+    LP (tightening, screening, polishing) and MILP draws on it.
     """
-    clock = _Clock(total_time_limit)
-    label = net.check_label(label)
-    x0f = _flat(x0, net)
-    eps = float(eps)
-    lower, upper = milp.input_box(x0f, eps, domain)
+    opts = SolveOptions(solver=solver, threads=threads, time_limit=time_limit, mip_rel_gap=mip_rel_gap, polish=polish)
+    bopts = BoundOptions(bounds=bounds, tighten_lp=tighten_lp, screen=ScreenMethod(screen), domain=domain)
+    return _verify(net, _flat(x0, net), net.check_label(label), float(eps), target, opts, bopts,
+                   Budget(total_time_limit), verdict_only=verdict_only, verdict_target=verdict_target)
+
+
+def _verify(net: ReluNetwork, x0f: np.ndarray, label: int, eps: float, target: int | None, opts: SolveOptions,
+            bopts: BoundOptions, budget: Budget, *, verdict_only: bool = True,
+            verdict_target: float = -1e-5) -> VerificationResult:
+    lower, upper = milp.input_box(x0f, eps, bopts.domain)
     mats = milp._Mats.of(net)
     targets = [t for t in range(net.num_classes) if t != label] if target is None else [net.check_label(target)]
     if label in targets:
         raise ValueError("target must differ from label")
-    b, specs, order, bounds_time = _screen(net, label, targets, lower, upper, bounds, tighten_lp, threads, screen,
-                                           mats)
+    b, specs, order, bounds_time = _screen(net, label, targets, lower, upper, bopts, opts.threads, budget, mats)
     runs: list[OptimizationRun] = []
     verdicts: list[VerificationStatus] = []
+    stop_early = verdict_only and opts.solver in _HIGHS
+    counterexample, ce_target = None, None
     for j in order:
         t = targets[j]
-        lim = clock.limit(time_limit)
+        lim = budget.limit(opts.time_limit)
         if lim is not None and lim <= 0:
             verdicts.append(VerificationStatus.TIMEOUT)
             break
         model = milp.build_model(net, lower, upper, b, spec=specs[j], _mats=mats)
-        res = milp.solve_model(
-            model, solver=solver, time_limit=lim, threads=threads, mip_rel_gap=mip_rel_gap,
-            objective_bound=0.0 if verdict_only and solver in _HIGHS else None,
-            objective_target=verdict_target if verdict_only and solver in _HIGHS else None,
-        )
-        verdict, chk = milp.interpret(net, model, res, polish=polish, threads=threads)
+        res = milp.solve_model(model, solver=opts.solver, time_limit=lim, threads=opts.threads,
+                               mip_rel_gap=opts.mip_rel_gap, objective_bound=0.0 if stop_early else None,
+                               objective_target=verdict_target if stop_early else None)
+        verdict, chk = milp.interpret(net, model, res, polish=opts.polish, threads=opts.threads,
+                                      time_limit=budget.limit(_POLISH_LP_S))
         runs.append(_run_record(eps, t, model, res, verdict))
         verdicts.append(verdict)
         if verdict is VerificationStatus.NOT_ROBUST:
-            return VerificationResult(verdict, _as_input(chk.x, net), t, eps, tuple(runs),
-                                      tuple(targets[i] for i in order), getattr(b, "method", str(bounds)),
-                                      milp.unstable_counts(mats, b), bounds_time, clock.elapsed())
-    status = VerificationStatus.ROBUST
-    for s in _PRECEDENCE:
-        if s in verdicts:
-            status = s
+            counterexample, ce_target = _as_input(chk.x, net), t
             break
-    return VerificationResult(status, None, None, eps, tuple(runs), tuple(targets[i] for i in order),
-                              getattr(b, "method", str(bounds)), milp.unstable_counts(mats, b), bounds_time,
-                              clock.elapsed())
+    status = next((s for s in _PRECEDENCE if s in verdicts), VerificationStatus.ROBUST)
+    return VerificationResult(status, counterexample, ce_target, eps, tuple(runs), tuple(targets[i] for i in order),
+                              getattr(b, "method", str(bopts.bounds)), milp.unstable_counts(mats, b), bounds_time,
+                              budget.elapsed())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -280,18 +333,27 @@ def _domain_radius(x0f: np.ndarray, domain) -> float:
     return float(np.maximum(x0f - domain[0], domain[1] - x0f).max())
 
 
-def _attack(net, x0, label, domain, attack):
-    """(x_adv flat or None, d_adv or None, adv target or None, seconds)."""
+@dataclass(frozen=True)
+class _AttackPoint:
+    """The attack's point as this network sees it (re-checked in float64), or nothing."""
+
+    x: np.ndarray | None = None  # flat, float64
+    distance: float | None = None
+    target: int | None = None
+    time_s: float = 0.0
+
+
+def _attack(net, x0, label, domain, attack) -> _AttackPoint:
     t0 = time.perf_counter()
     if attack is False or attack is None:
-        return None, None, None, 0.0
+        return _AttackPoint()
     if attack is True:
         from .attacks import min_distance_attack
 
         attack = min_distance_attack(net, torch.as_tensor(x0, dtype=torch.float64).reshape(net.input_shape), label,
                                      domain=domain)
     if not getattr(attack, "success", False) or getattr(attack, "x_adv", None) is None:
-        return None, None, None, time.perf_counter() - t0
+        return _AttackPoint(time_s=time.perf_counter() - t0)
     # success is recomputed on this network in float64, never trusted: an attack result computed on f may
     # be handed to a substitute g, where its point need not be adversarial
     xa = np.asarray(torch.as_tensor(attack.x_adv, dtype=torch.float64), dtype=_F64).reshape(-1)
@@ -302,8 +364,23 @@ def _attack(net, x0, label, domain, attack):
     with torch.no_grad():
         pred = int(net.forward(torch.from_numpy(xa).reshape((1,) + tuple(net.input_shape)))[0].argmax())
     if pred == label:
-        return None, None, None, time.perf_counter() - t0
-    return xa, float(np.abs(xa - x0).max()), pred, time.perf_counter() - t0
+        return _AttackPoint(time_s=time.perf_counter() - t0)
+    return _AttackPoint(xa, float(np.abs(xa - x0).max()), pred, time.perf_counter() - t0)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What a distance procedure found: ``lower <= d_bnd <= upper`` and the best checked point."""
+
+    status: DistanceStatus
+    lower: float
+    upper: float
+    x: np.ndarray | None
+    target: int | None
+    runs: tuple[OptimizationRun, ...]
+    unstable: tuple[int, ...] | None = None
+    bounds_time_s: float = 0.0
+    steps: tuple["BisectionStep", ...] = ()
 
 
 def boundary_distance(
@@ -311,7 +388,7 @@ def boundary_distance(
     x0,
     label: int,
     *,
-    method: str = "direct",
+    method: DistanceMethod | str = "direct",
     time_limit: float | None = 60.0,
     total_time_limit: float | None = None,
     tol: float = 1e-5,
@@ -324,7 +401,7 @@ def boundary_distance(
     mip_rel_gap: float = 1e-4,
     margin_tol: float = 1e-8,
     exact_abs_tol: float = 1e-6,
-    screen: str = "lp",
+    screen: ScreenMethod | str = "lp",
     polish: bool = True,
 ) -> DistanceResult:
     """Problem (1): the L-inf distance from ``x0`` to the decision boundary of ``label``.
@@ -338,67 +415,68 @@ def boundary_distance(
     distance so far, solved to HiGHS's ``mip_rel_gap``.  ``method="bisection"``: the paper's procedure,
     binary search over eps with :func:`verify` (verdict-only, bounds recomputed per eps) until the
     interval is narrower than ``tol``.  ``time_limit`` is per optimisation run, ``total_time_limit`` for
-    the call.
+    the call (every LP and MILP draws on it).
     """
-    clock = _Clock(total_time_limit)
+    try:
+        method = DistanceMethod(method)
+    except ValueError:
+        raise ValueError(f"method must be 'direct' or 'bisection', got {method!r}") from None
+    budget = Budget(total_time_limit)
     label = net.check_label(label)
     x0f = _flat(x0, net)
-    tolerance = dict(mip_rel_gap=mip_rel_gap if method == "direct" else None,
-                     bisection_tol=tol if method == "bisection" else None,
-                     margin_tol=margin_tol if method == "direct" else None,
-                     exact_abs_tol=exact_abs_tol if method == "direct" else None)
+    direct = method is DistanceMethod.DIRECT
+    opts = SolveOptions(solver=solver, threads=threads, time_limit=time_limit,
+                        mip_rel_gap=mip_rel_gap if direct else None, polish=polish, margin_tol=margin_tol,
+                        exact_abs_tol=exact_abs_tol)
+    bopts = BoundOptions(bounds=bounds, tighten_lp=tighten_lp, screen=ScreenMethod(screen), domain=domain)
+    tolerance = dict(mip_rel_gap=mip_rel_gap if direct else None, bisection_tol=None if direct else tol,
+                     margin_tol=margin_tol if direct else None, exact_abs_tol=exact_abs_tol if direct else None)
     bname = bounds.value if isinstance(bounds, BoundsMethod) else str(bounds)
     with torch.no_grad():
         pred = int(net.forward(torch.from_numpy(x0f).reshape((1,) + tuple(net.input_shape)))[0].argmax())
     if pred != label:
-        return DistanceResult(DistanceStatus.MISCLASSIFIED, 0.0, 0.0, 0.0, _as_input(x0f, net), pred, 0.0, method, (),
-                              tolerance, bname, None, clock.elapsed())
-    xa, d_adv, adv_t, t_attack = _attack(net, x0f, label, domain, attack)
-    if method == "direct":
-        out = _direct(net, x0f, label, xa, d_adv, adv_t, clock, time_limit, bounds, tighten_lp, domain, threads,
-                      solver, mip_rel_gap, margin_tol, exact_abs_tol, screen, polish)
-    elif method == "bisection":
-        out = _bisection(net, x0f, label, xa, d_adv, clock, time_limit, tol, bounds, tighten_lp, domain, threads,
-                         solver, screen, polish)
+        return DistanceResult(DistanceStatus.MISCLASSIFIED, 0.0, 0.0, 0.0, _as_input(x0f, net), pred, 0.0,
+                              method.value, (), tolerance, bname, None, budget.elapsed())
+    adv = _attack(net, x0f, label, domain, attack)
+    if direct:
+        out = _direct(net, x0f, label, adv, budget, opts, bopts)
     else:
-        raise ValueError(f"method must be 'direct' or 'bisection', got {method!r}")
-    status, lower, upper, x_best, t_best, runs, unstable, bounds_time, *steps = out
-    value = upper if status is DistanceStatus.EXACT else None
-    return DistanceResult(status, value, lower, upper, _as_input(x_best, net), t_best, d_adv, method, tuple(runs),
-                          tolerance, bname, unstable, clock.elapsed(), t_attack, bounds_time,
-                          tuple(steps[0]) if steps else ())
+        out = _bisection(net, x0f, label, adv, budget, float(tol), opts, bopts)
+    value = out.upper if out.status is DistanceStatus.EXACT else None
+    return DistanceResult(out.status, value, out.lower, out.upper, _as_input(out.x, net), out.target, adv.distance,
+                          method.value, out.runs, tolerance, bname, out.unstable, budget.elapsed(), adv.time_s,
+                          out.bounds_time_s, out.steps)
 
 
-def _direct(net, x0f, label, xa, d_adv, adv_t, clock, time_limit, bounds, tighten_lp, domain, threads, solver,
-            mip_rel_gap, margin_tol, exact_abs_tol, screen, polish):
+def _direct(net, x0f, label, adv: _AttackPoint, budget: Budget, opts: SolveOptions, bopts: BoundOptions) -> _Outcome:
+    radius = _domain_radius(x0f, bopts.domain)
+    cap0 = min(adv.distance, radius) if adv.distance is not None else radius
+    lower, upper = milp.input_box(x0f, cap0, bopts.domain)
     mats = milp._Mats.of(net)
-    radius = d_adv if d_adv is not None else _domain_radius(x0f, domain)
-    if not math.isfinite(radius):
-        raise ValueError("direct minimisation needs an attack or a bounded domain")
-    lower, upper = milp.input_box(x0f, radius, domain)
     targets = [t for t in range(net.num_classes) if t != label]
-    b, specs, cand, bounds_time = _screen(net, label, targets, lower, upper, bounds, tighten_lp, threads, screen,
-                                          mats)
-    if adv_t is not None and adv_t in targets and targets.index(adv_t) in cand:
-        cand.remove(targets.index(adv_t))
-        cand.insert(0, targets.index(adv_t))
-    best, x_best, t_best = (d_adv, xa, adv_t) if d_adv is not None else (math.inf, None, None)
+    b, specs, cand, bounds_time = _screen(net, label, targets, lower, upper, bopts, opts.threads, budget, mats)
+    if adv.target is not None and adv.target in targets and targets.index(adv.target) in cand:
+        cand.remove(targets.index(adv.target))
+        cand.insert(0, targets.index(adv.target))
+    best, x_best, t_best = (adv.distance, adv.x, adv.target) if adv.distance is not None else (math.inf, None, None)
     lowers = []  # proven lower bound per candidate target
     runs, timeout, unknown = [], False, False
     unchecked = False  # a solver point that failed the float64 re-check: no proof that none exists
     for j in cand:
         t = targets[j]
         cap = min(best, radius)
-        lim = clock.limit(time_limit)
+        lim = budget.limit(opts.time_limit)
         if lim is not None and lim <= 0:
             timeout = True
             lowers.append(0.0)
             continue
-        blo, bhi = milp.input_box(x0f, cap, domain)
+        blo, bhi = milp.input_box(x0f, cap, bopts.domain)
         model = milp.build_model(net, blo, bhi, b, spec=specs[j], objective=Objective.DISTANCE, x0=x0f, radius=cap,
                                  _mats=mats)
-        res = milp.solve_model(model, solver=solver, time_limit=lim, threads=threads, mip_rel_gap=mip_rel_gap)
-        verdict, chk = milp.interpret(net, model, res, polish=polish, polish_margin=margin_tol, threads=threads)
+        res = milp.solve_model(model, solver=opts.solver, time_limit=lim, threads=opts.threads,
+                               mip_rel_gap=opts.mip_rel_gap)
+        verdict, chk = milp.interpret(net, model, res, polish=opts.polish, polish_margin=opts.margin_tol,
+                                      threads=opts.threads, time_limit=budget.limit(_POLISH_LP_S))
         runs.append(_run_record(cap, t, model, res, verdict))
         if chk is not None and chk.valid and chk.distance < best:
             best, x_best, t_best = chk.distance, chk.x, t
@@ -421,48 +499,45 @@ def _direct(net, x0f, label, xa, d_adv, adv_t, clock, time_limit, bounds, tighte
     upper = best if x_best is not None or not (timeout or unknown) else math.inf
     lower = min(lower, upper)
     status = DistanceStatus.TIMEOUT if timeout else DistanceStatus.UNKNOWN if unknown else DistanceStatus.EXACT
-    if status is DistanceStatus.EXACT and math.isfinite(upper) and upper - lower > mip_rel_gap * upper + exact_abs_tol:
+    if status is DistanceStatus.EXACT and math.isfinite(upper) and upper - lower > opts.mip_rel_gap * upper + opts.exact_abs_tol:
         status = DistanceStatus.UNKNOWN  # e.g. no checked point reached the proven bound
-    return status, lower, upper, x_best, t_best, runs, milp.unstable_counts(mats, b), bounds_time
+    return _Outcome(status, lower, upper, x_best, t_best, tuple(runs), milp.unstable_counts(mats, b), bounds_time)
 
 
-def _bisection(net, x0f, label, xa, d_adv, clock, time_limit, tol, bounds, tighten_lp, domain, threads, solver,
-               screen, polish):
-    radius = d_adv if d_adv is not None else _domain_radius(x0f, domain)
+def _bisection(net, x0f, label, adv: _AttackPoint, budget: Budget, tol: float, opts: SolveOptions,
+               bopts: BoundOptions) -> _Outcome:
+    radius = adv.distance if adv.distance is not None else _domain_radius(x0f, bopts.domain)
     lo, hi = 0.0, radius
-    x_best = xa
-    t_best = None
+    x_best, t_best = adv.x, adv.target
     runs: list[OptimizationRun] = []
     steps: list[BisectionStep] = []
     bounds_time = 0.0
 
     def decide(eps: float) -> VerificationResult:
         nonlocal bounds_time
-        r = verify(net, x0f, label, eps, time_limit=time_limit, total_time_limit=clock.left(), bounds=bounds,
-                   tighten_lp=tighten_lp, domain=domain, threads=threads, solver=solver, screen=screen,
-                   polish=polish)
+        r = _verify(net, x0f, label, eps, None, opts, bopts, Budget(budget.left()))
         runs.extend(r.runs)
         steps.append(BisectionStep(eps, r.status, len(r.runs), r.time_s))
         bounds_time += r.bounds_time_s
         return r
 
+    def done(status, lower, upper, x=None, t=None) -> _Outcome:
+        return _Outcome(status, lower, upper, x, t, tuple(runs), None, bounds_time, tuple(steps))
+
     def undecided(r: VerificationResult) -> DistanceStatus:
         return DistanceStatus.TIMEOUT if r.status is VerificationStatus.TIMEOUT else DistanceStatus.UNKNOWN
 
     status = DistanceStatus.EXACT
-    if xa is not None:
-        with torch.no_grad():
-            t_best = int(net.forward(torch.from_numpy(xa).reshape((1,) + tuple(net.input_shape)))[0].argmax())
-    else:  # no attack point: first decide the whole capped domain
+    if x_best is None:  # no attack point: first decide the whole capped domain
         r = decide(radius)
         if r.status is VerificationStatus.ROBUST:
-            return DistanceStatus.EXACT, math.inf, math.inf, None, None, runs, None, bounds_time, steps
+            return done(DistanceStatus.EXACT, math.inf, math.inf)
         if r.status is not VerificationStatus.NOT_ROBUST:
-            return undecided(r), 0.0, math.inf, None, None, runs, None, bounds_time, steps
+            return done(undecided(r), 0.0, math.inf)
         x_best, t_best = np.asarray(r.counterexample, dtype=_F64).reshape(-1), r.target
         hi = float(np.abs(x_best - x0f).max())
     while hi - lo > tol:
-        if clock.left() <= 0:
+        if budget.left() <= 0:
             status = DistanceStatus.TIMEOUT
             break
         eps = (lo + hi) / 2
@@ -479,4 +554,4 @@ def _bisection(net, x0f, label, xa, d_adv, clock, time_limit, tol, bounds, tight
         else:
             status = undecided(r)
             break
-    return status, lo, hi, x_best, t_best, runs, None, bounds_time, steps
+    return done(status, lo, hi, x_best, t_best)

@@ -427,12 +427,14 @@ def _region_lp(net: ReluNetwork, model: MilpModel, x: np.ndarray, *, margin: flo
 
 
 def interpret(net: ReluNetwork, model: MilpModel, result: SolveResult, *, polish: bool = True,
-              polish_margin: float = 1e-8, threads: int = 1) -> tuple[VerificationStatus, Check | None]:
+              polish_margin: float = 1e-8, threads: int = 1,
+              time_limit: float | None = 10.0) -> tuple[VerificationStatus, Check | None]:
     """The verdict of a VIOLATION solve, never trusting the solver's point.
 
     ``NOT_ROBUST`` only with a point that passes :func:`check_counterexample` (the solver's point, or, if
     it fails and ``polish``, the optimum of its linear region, for a DISTANCE model with the spec's slack
-    ``polish_margin``, grown 100-fold up to three times until the re-check accepts); ``ROBUST`` only if
+    ``polish_margin``, grown 100-fold up to three times until the re-check accepts; each polishing LP gets
+    ``time_limit`` seconds, none if it is <= 0); ``ROBUST`` only if
     the solver proved that no point is better than 0 (cut off by ``objective_bound <= 0``, or optimal
     with dual bound >= 0, > 0 for a non-strict spec; for a DISTANCE model: infeasible, i.e. no unsafe
     point within the cap on t); ``TIMEOUT`` on the time limit; ``UNKNOWN`` otherwise.
@@ -445,7 +447,10 @@ def interpret(net: ReluNetwork, model: MilpModel, result: SolveResult, *, polish
         # model; a negative violation otherwise): the optimum of a robust query is no candidate
         candidate = model.objective is Objective.DISTANCE or (result.objective is not None and result.objective <= 0)
         for _ in range(4 if polish and candidate and not chk.valid else 0):  # growing slack until accepted
-            xp = _region_lp(net, model, result.x, margin=margin, threads=threads)
+            if time_limit is not None and time_limit <= 0:
+                break  # the caller's budget is spent: no polishing LP
+            xp = _region_lp(net, model, result.x, margin=margin, threads=threads,
+                            time_limit=10.0 if time_limit is None else time_limit)
             if xp is None:
                 break
             chk2 = check_counterexample(net, xp, model.lower, model.upper, model.spec, x0=model.x0)

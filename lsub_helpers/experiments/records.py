@@ -107,6 +107,7 @@ def run_metadata(commit: str | None = None) -> dict:
         machine=dict(node=platform.node(), system=platform.platform(), cpus=os.cpu_count(),
                      processor=platform.processor() or platform.machine()),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        load_average=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,  # 1, 5, 15 min, at the start
         versions=dict(python=platform.python_version(), torch=torch.__version__, highspy=ver("highspy"),
                       pyomo=ver("pyomo")),
     )

@@ -147,6 +147,8 @@ def run_anchor(net: ReluNetwork, x0: torch.Tensor, label: int, index: int, confi
         rec["plain"] = dict(d_adv=_finite(plain.distance), attack_s=plain.time_s,
                             substitutes=_substitutes(net, x0, label, plain, config) if plain.success else [])
     rec["wall_s"] = time.perf_counter() - t_start
+    if hasattr(os, "getloadavg"):  # the machine's load over the anchor's last minutes, beside the start's
+        rec["load_average_end"] = list(os.getloadavg())
     return rec
 
 
