@@ -195,3 +195,19 @@ def test_config_refuses_gamma0_above_gamma():
         ExperimentConfig(gammas=(0.3, 0.9), gamma0=0.3)
     with pytest.raises(ValueError, match="gamma"):
         ExperimentConfig(gammas=(1.0,))
+
+
+def test_experiment_notebook_pair_is_in_sync():
+    """notebooks/experiment.md is the source; experiment.ipynb, which papermill runs, is its jupytext pair."""
+    from pathlib import Path
+
+    import jupytext
+    import nbformat
+
+    here = Path(__file__).resolve().parents[1] / "notebooks"
+    md = jupytext.read(here / "experiment.md")
+    nb = nbformat.read(here / "experiment.ipynb", as_version=4)
+    assert [(c.cell_type, c.source) for c in md.cells] == [(c.cell_type, c.source) for c in nb.cells]
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and "network =" in params[0].source  # papermill's injection point
+    assert nb.metadata.get("jupytext", {}).get("formats") == "ipynb,md:myst"
