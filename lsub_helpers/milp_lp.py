@@ -24,6 +24,8 @@ from .network import ReluNetwork
 def new_highs():
     """A ``highspy.Highs`` that prints nothing: HiGHS writes its licence banner to the process's standard
     output (file descriptor 1, below Python) when it makes its first instance, so that is silenced here."""
+    import ctypes
+
     import highspy
 
     sys.stdout.flush()
@@ -32,6 +34,7 @@ def new_highs():
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 1)
             h = highspy.Highs()
+            ctypes.CDLL(None).fflush(None)  # what C's stdio still buffers goes to /dev/null too
     finally:
         os.dup2(saved, 1)
         os.close(saved)

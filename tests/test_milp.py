@@ -435,3 +435,23 @@ def test_verdict_only_agrees_with_the_sign_of_the_optimum(seed):
             fast = milp.solve_model(m, objective_bound=0.0, objective_target=-1e-5)
             status, _ = milp.interpret(net, m, fast)
             assert status is (VerificationStatus.ROBUST if full.objective > 0 else VerificationStatus.NOT_ROBUST)
+
+
+def test_solving_prints_no_licence_banner():
+    """HiGHS writes its banner below Python when a process makes its first instance; nothing of it may reach
+    a user's terminal or a book page (checked in a fresh process, where the first instance is made)."""
+    import subprocess
+    import sys
+
+    code = ("import torch\nfrom torch import nn\nfrom lsub_helpers.network import ReluNetwork\n"
+            "from lsub_helpers.distance import boundary_distance\n"
+            "torch.manual_seed(0)\n"
+            "net = ReluNetwork.from_torch(nn.Sequential(nn.Linear(2, 6), nn.ReLU(), nn.Linear(6, 3)).double(), (2,))\n"
+            "x0 = torch.tensor([0.3, 0.6], dtype=torch.float64)\n"
+            "d = boundary_distance(net, x0, int(net.predict(x0[None])[0]), attack=False, screen='none')\n"
+            "print('status', d.status.value, len(d.runs))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("status ") and out.stdout.count("\n") == 1, out.stdout
+    assert int(out.stdout.split()[-1]) >= 1  # a MILP was solved, so a Highs instance was made
+    assert "HiGHS" not in out.stdout + out.stderr and "licence" not in out.stdout + out.stderr
