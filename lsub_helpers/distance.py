@@ -24,13 +24,11 @@ import torch
 from . import milp
 from .milp import BoundsMethod, Objective, OutputSpec, SolverStatus, VerificationStatus
 from .network import ReluNetwork
+from .verification import (POLISH_LP_S, BoundOptions, Budget, ScreenMethod, SolveOptions, decide, prepare_bounds,
+                           screen)
 
 __all__ = [
     "DistanceMethod",
-    "ScreenMethod",
-    "SolveOptions",
-    "BoundOptions",
-    "Budget",
     "OptimizationRun",
     "VerificationResult",
     "DistanceStatus",
@@ -38,7 +36,7 @@ __all__ = [
     "BisectionStep",
     "verify",
     "boundary_distance",
-    "prepare_bounds",
+    "prepare_bounds",  # lives in lsub_helpers.verification; importable here as chapters use it
 ]
 
 _F64 = np.float64
@@ -82,56 +80,6 @@ class DistanceMethod(enum.Enum):
 
     DIRECT = "direct"  # one MILP per target minimising t = ||x - x0||_inf (MIPVerify's `closest`)
     BISECTION = "bisection"  # the paper's binary search over eps with problem (2)
-
-
-class ScreenMethod(enum.Enum):
-    """How targets are ruled out before any MILP (see :func:`verify`)."""
-
-    LP = "lp"  # interval arithmetic, the bound method's own output bound, then the LP relaxation
-    INTERVAL = "interval"  # the first two only
-    NONE = "none"  # every target gets a MILP
-
-
-@dataclass(frozen=True)
-class SolveOptions:
-    """What every MILP of one call is given: the solver, its threads and gap, and how its points are treated."""
-
-    solver: str = "highs"
-    threads: int = 1
-    time_limit: float | None = 60.0  # per optimisation run
-    mip_rel_gap: float | None = 1e-4
-    polish: bool = True  # a point failing the re-check gets the region LP (see milp.interpret)
-    margin_tol: float = 1e-8  # direct: slack a polished counterexample must have
-    exact_abs_tol: float = 1e-6  # direct: absolute gap still called exact
-
-
-@dataclass(frozen=True)
-class BoundOptions:
-    """How the bounds the MILP starts from are obtained."""
-
-    bounds: object = "crown"  # a BoundsMethod name, or precomputed bounds
-    tighten_lp: float = 0.0  # seconds of LP tightening (0: off)
-    screen: ScreenMethod = ScreenMethod.LP
-    domain: tuple | None = (0.0, 1.0)
-
-
-class Budget:
-    """The time one call may spend, drawn on by every LP and MILP it runs (a total of None: unlimited)."""
-
-    def __init__(self, total: float | None):
-        self.t0 = time.perf_counter()
-        self.total = total
-
-    def left(self) -> float:
-        return math.inf if self.total is None else self.total - (time.perf_counter() - self.t0)
-
-    def limit(self, per_run: float | None) -> float | None:
-        """The time limit for the next run: ``per_run`` capped by what is left (None: unlimited)."""
-        lim = min(per_run if per_run is not None else math.inf, self.left())
-        return None if math.isinf(lim) else max(lim, 0.0)
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
 
 
 class DistanceStatus(enum.Enum):
@@ -194,49 +142,6 @@ def _as_input(x: np.ndarray | None, net: ReluNetwork) -> torch.Tensor | None:
     return None if x is None else torch.from_numpy(np.array(x, dtype=_F64)).reshape(net.input_shape)
 
 
-def prepare_bounds(net: ReluNetwork, lower, upper, *, bounds="crown", tighten_lp: float = 0.0, threads: int = 1,
-                   specs=None, _mats=None):
-    """Bounds on the box by ``bounds`` (a :class:`BoundsMethod` or an object with ``pre_activation``),
-    then LP tightening with a budget of ``tighten_lp`` seconds (0: off).  With ``specs``, the bounds of
-    their stacked rows are computed by the same method (``output``).  Returns (bounds, report|None)."""
-    if isinstance(bounds, (str, BoundsMethod)):
-        stacked = None if not specs else np.vstack([s.mat for s in specs])
-        b = milp.compute_bounds(net, lower, upper, BoundsMethod(bounds), spec=stacked)
-    else:
-        b = bounds
-    report = None
-    if tighten_lp and tighten_lp > 0:
-        b, report = milp.tighten_bounds_lp(net, lower, upper, b, time_limit=float(tighten_lp), threads=threads,
-                                           _mats=_mats)
-    return b, report
-
-
-def _row_lower(b, specs):
-    out = getattr(b, "output", None)
-    if out is None or not specs or np.asarray(out[0]).size != sum(s.num_rows for s in specs):
-        return None
-    return np.asarray(out[0], dtype=_F64).reshape(-1) - np.concatenate([s.rhs for s in specs])
-
-
-def _screen(net, label, targets, lower, upper, bopts: BoundOptions, threads: int, budget: Budget, mats):
-    """Bounds on the box and the targets they cannot rule out, most promising first:
-    ``(bounds, specs, order of spec indices, seconds)``.  LP tightening and screening LPs draw on ``budget``."""
-    tb = time.perf_counter()
-    specs = [OutputSpec.misclassified_as(label, t, net.num_classes) for t in targets]
-    screen = ScreenMethod(bopts.screen)
-    tighten = min(bopts.tighten_lp, max(budget.left(), 0.0)) if bopts.tighten_lp else 0.0
-    b, _ = prepare_bounds(net, lower, upper, bounds=bopts.bounds, tighten_lp=tighten, threads=threads,
-                          specs=specs if screen is not ScreenMethod.NONE else None, _mats=mats)
-    lbs = milp.spec_lower_bounds(net, lower, upper, b, specs, screen=screen.value, row_lower=_row_lower(b, specs),
-                                 threads=threads, time_limit=max(min(_SCREEN_LP_S, budget.left()), 1e-3), _mats=mats)
-    order = [j for j in np.argsort(lbs, kind="stable") if not milp._unreachable(lbs[j], specs[j])]
-    return b, specs, order, time.perf_counter() - tb
-
-
-_SCREEN_LP_S = 30.0  # at most this long for the screening LPs of one call (less if the budget is smaller)
-_POLISH_LP_S = 10.0  # at most this long for one polishing LP
-
-
 def _run_record(eps, target, model, res, verdict) -> OptimizationRun:
     return OptimizationRun(
         eps=float(eps), target=target, objective=model.objective.value, solver_status=res.status, verdict=verdict,
@@ -244,11 +149,6 @@ def _run_record(eps, target, model, res, verdict) -> OptimizationRun:
         num_binaries=model.num_binaries, num_continuous=model.num_continuous, num_constraints=model.num_rows,
         objective_value=res.objective, bound=res.bound,
     )
-
-
-_HIGHS = ("highs", "highs_persistent")  # solvers that take HiGHS's objective_bound / objective_target
-_PRECEDENCE = [VerificationStatus.NOT_ROBUST, VerificationStatus.TIMEOUT, VerificationStatus.UNKNOWN,
-               VerificationStatus.ROBUST]
 
 
 def verify(
@@ -293,36 +193,16 @@ def _verify(net: ReluNetwork, x0f: np.ndarray, label: int, eps: float, target: i
             bopts: BoundOptions, budget: Budget, *, verdict_only: bool = True,
             verdict_target: float = -1e-5) -> VerificationResult:
     lower, upper = milp.input_box(x0f, eps, bopts.domain)
-    mats = milp._Mats.of(net)
     targets = [t for t in range(net.num_classes) if t != label] if target is None else [net.check_label(target)]
     if label in targets:
         raise ValueError("target must differ from label")
-    b, specs, order, bounds_time = _screen(net, label, targets, lower, upper, bopts, opts.threads, budget, mats)
-    runs: list[OptimizationRun] = []
-    verdicts: list[VerificationStatus] = []
-    stop_early = verdict_only and opts.solver in _HIGHS
-    counterexample, ce_target = None, None
-    for j in order:
-        t = targets[j]
-        lim = budget.limit(opts.time_limit)
-        if lim is not None and lim <= 0:
-            verdicts.append(VerificationStatus.TIMEOUT)
-            break
-        model = milp.build_model(net, lower, upper, b, spec=specs[j], _mats=mats)
-        res = milp.solve_model(model, solver=opts.solver, time_limit=lim, threads=opts.threads,
-                               mip_rel_gap=opts.mip_rel_gap, objective_bound=0.0 if stop_early else None,
-                               objective_target=verdict_target if stop_early else None)
-        verdict, chk = milp.interpret(net, model, res, polish=opts.polish, threads=opts.threads,
-                                      time_limit=budget.limit(_POLISH_LP_S))
-        runs.append(_run_record(eps, t, model, res, verdict))
-        verdicts.append(verdict)
-        if verdict is VerificationStatus.NOT_ROBUST:
-            counterexample, ce_target = _as_input(chk.x, net), t
-            break
-    status = next((s for s in _PRECEDENCE if s in verdicts), VerificationStatus.ROBUST)
-    return VerificationResult(status, counterexample, ce_target, eps, tuple(runs), tuple(targets[i] for i in order),
-                              getattr(b, "method", str(bopts.bounds)), milp.unstable_counts(mats, b), bounds_time,
-                              budget.elapsed())
+    specs = [OutputSpec.misclassified_as(label, t, net.num_classes) for t in targets]
+    d = decide(net, lower, upper, specs, opts=opts, bopts=bopts, budget=budget, verdict_only=verdict_only,
+               verdict_target=verdict_target)
+    runs = tuple(_run_record(eps, targets[r.spec], r.model, r.result, r.verdict) for r in d.runs)
+    return VerificationResult(d.status, _as_input(d.x, net), None if d.spec is None else targets[d.spec], eps, runs,
+                              tuple(targets[i] for i in d.order), getattr(d.bounds, "method", str(bopts.bounds)),
+                              d.unstable, d.bounds_time_s, budget.elapsed())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -454,7 +334,8 @@ def _direct(net, x0f, label, adv: _AttackPoint, budget: Budget, opts: SolveOptio
     lower, upper = milp.input_box(x0f, cap0, bopts.domain)
     mats = milp._Mats.of(net)
     targets = [t for t in range(net.num_classes) if t != label]
-    b, specs, cand, bounds_time = _screen(net, label, targets, lower, upper, bopts, opts.threads, budget, mats)
+    specs = [OutputSpec.misclassified_as(label, t, net.num_classes) for t in targets]
+    b, cand, bounds_time = screen(net, lower, upper, specs, bopts, opts.threads, budget, mats)
     if adv.target is not None and adv.target in targets and targets.index(adv.target) in cand:
         cand.remove(targets.index(adv.target))
         cand.insert(0, targets.index(adv.target))
@@ -476,7 +357,7 @@ def _direct(net, x0f, label, adv: _AttackPoint, budget: Budget, opts: SolveOptio
         res = milp.solve_model(model, solver=opts.solver, time_limit=lim, threads=opts.threads,
                                mip_rel_gap=opts.mip_rel_gap)
         verdict, chk = milp.interpret(net, model, res, polish=opts.polish, polish_margin=opts.margin_tol,
-                                      threads=opts.threads, time_limit=budget.limit(_POLISH_LP_S))
+                                      threads=opts.threads, time_limit=budget.limit(POLISH_LP_S))
         runs.append(_run_record(cap, t, model, res, verdict))
         if chk is not None and chk.valid and chk.distance < best:
             best, x_best, t_best = chk.distance, chk.x, t

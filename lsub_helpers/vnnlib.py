@@ -15,6 +15,7 @@ mode; :func:`write_result` writes the answer in the VNN-COMP format.
 
 from __future__ import annotations
 
+import enum
 import itertools
 import math
 import re
@@ -26,10 +27,12 @@ import numpy as np
 import torch
 
 from . import milp
+from .attacks import pgd_step
 from .milp import OutputSpec, VerificationStatus
 from .network import ReluNetwork
 
-__all__ = ["VnnlibError", "read_vnnlib", "VnnResult", "verify_vnnlib", "write_result", "format_counterexample"]
+__all__ = ["VnnlibError", "read_vnnlib", "VnnVerdict", "VnnResult", "verify_vnnlib", "write_result",
+           "format_counterexample"]
 
 
 class VnnlibError(ValueError):
@@ -214,9 +217,24 @@ def _count(declared: set[str], kind: str) -> int:
 # Verification
 # ---------------------------------------------------------------------------------------------------
 
+class VnnVerdict(str, enum.Enum):
+    """The VNN-COMP answers (a ``str``: compares and prints as the competition's word)."""
+
+    SAT = "sat"  # a re-checked counterexample: the property's unsafe set is reached
+    UNSAT = "unsat"  # proven: no input of the box reaches it
+    TIMEOUT = "timeout"
+    UNKNOWN = "unknown"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
 @dataclass(frozen=True)
 class VnnResult:
-    result: str  # "sat" | "unsat" | "timeout" | "unknown"
+    result: VnnVerdict
     x: np.ndarray | None  # counterexample (flat input) for sat
     y: np.ndarray | None  # its outputs (float64 forward pass)
     runs: tuple  # (box index, disjunct index, MilpModel counts, SolveResult) per MILP
@@ -229,16 +247,22 @@ def verify_vnnlib(net: ReluNetwork, prop, *, time_limit: float = 60.0, bounds="c
     """Decide a VNN-LIB property (``read_vnnlib`` output or a path) on ``net`` within ``time_limit`` s.
 
     Per input box: projected sign-gradient descent on each disjunct's violation from the box centre and
-    ``attack_restarts`` random points (``attack_steps`` steps; 0 switches it off), then bounds rule out
-    the disjuncts they can, then one verdict-only MILP per remaining disjunct.  ``sat`` only with a
-    point that passed :func:`lsub_helpers.milp.check_counterexample`.
+    ``attack_restarts`` random points (``attack_steps`` steps; 0 switches it off), then
+    :func:`lsub_helpers.verification.decide` (bounds rule out the disjuncts they can, one verdict-only MILP
+    per remaining disjunct), every LP and MILP drawing on the one ``time_limit``.  ``sat`` only with a point
+    that passed :func:`lsub_helpers.milp.check_counterexample`.
     """
+    from .verification import BoundOptions, Budget, SolveOptions, decide
+
     t0 = time.perf_counter()
+    budget = Budget(time_limit)
     if not isinstance(prop, list):
         prop = read_vnnlib(prop)
     mats = milp._Mats.of(net)
+    opts = SolveOptions(threads=threads, time_limit=None, mip_rel_gap=None)
+    bopts = BoundOptions(bounds=bounds, tighten_lp=tighten_lp, domain=None)
     runs = []
-    verdicts = []
+    statuses = []
     for bi, (box, disjuncts) in enumerate(prop):
         if box.shape[0] != net.input_size:
             raise VnnlibError(f"the property has {box.shape[0]} inputs, the network {net.input_size}")
@@ -246,7 +270,7 @@ def verify_vnnlib(net: ReluNetwork, prop, *, time_limit: float = 60.0, bounds="c
             raise VnnlibError("every input needs a finite lower and upper bound")
         lower, upper = box[:, 0].copy(), box[:, 1].copy()
         specs = [OutputSpec(m, r, strict=False, name=f"disjunct {j}") for j, (m, r) in enumerate(disjuncts)]
-        if any(s.mat.shape[1] != net.num_classes for s in specs):
+        if any(sp.mat.shape[1] != net.num_classes for sp in specs):
             raise VnnlibError(f"the property has outputs Y_0.. Y_{specs[0].mat.shape[1] - 1}, "
                               f"the network {net.num_classes}")
         # a cheap falsifier first (as VNN-COMP tools do); its points are re-checked in float64
@@ -254,30 +278,19 @@ def verify_vnnlib(net: ReluNetwork, prop, *, time_limit: float = 60.0, bounds="c
             x_found = _falsify(net, lower, upper, specs, steps=attack_steps, restarts=attack_restarts)
             if x_found is not None:
                 return _sat(net, x_found, runs, t0)
-        from .distance import _row_lower, prepare_bounds
-
-        b, _ = prepare_bounds(net, lower, upper, bounds=bounds, tighten_lp=tighten_lp, threads=threads, specs=specs,
-                              _mats=mats)
-        lbs = milp.spec_lower_bounds(net, lower, upper, b, specs, row_lower=_row_lower(b, specs), threads=threads,
-                                     _mats=mats)
-        for j in np.argsort(lbs, kind="stable"):
-            if milp._unreachable(lbs[j], specs[j]):
-                continue
-            left = time_limit - (time.perf_counter() - t0)
-            if left <= 0:
-                return VnnResult("timeout", None, None, tuple(runs), time.perf_counter() - t0)
-            model = milp.build_model(net, lower, upper, b, spec=specs[j], _mats=mats)
-            left = time_limit - (time.perf_counter() - t0)
-            res = milp.solve_model(model, time_limit=max(left, 1e-3), threads=threads, objective_bound=0.0,
-                                   objective_target=verdict_target)
-            verdict, chk = milp.interpret(net, model, res, threads=threads)
-            runs.append((bi, int(j), model.counts, res))
-            if verdict is VerificationStatus.NOT_ROBUST:
-                return _sat(net, chk.x, runs, t0)
-            verdicts.append(verdict)
-    if all(v is VerificationStatus.ROBUST for v in verdicts):
-        return VnnResult("unsat", None, None, tuple(runs), time.perf_counter() - t0)
-    result = "timeout" if VerificationStatus.TIMEOUT in verdicts else "unknown"
+        if budget.left() <= 0:
+            return VnnResult(VnnVerdict.TIMEOUT, None, None, tuple(runs), time.perf_counter() - t0)
+        d = decide(net, lower, upper, specs, opts=opts, bopts=bopts, budget=budget, verdict_target=verdict_target,
+                   mats=mats)
+        runs += [(bi, r.spec, r.model.counts, r.result) for r in d.runs]
+        if d.status is VerificationStatus.NOT_ROBUST:
+            return _sat(net, d.x, runs, t0)
+        statuses.append(d.status)
+        if d.status is VerificationStatus.TIMEOUT:
+            break  # the budget is spent
+    if all(st is VerificationStatus.ROBUST for st in statuses):
+        return VnnResult(VnnVerdict.UNSAT, None, None, tuple(runs), time.perf_counter() - t0)
+    result = VnnVerdict.TIMEOUT if VerificationStatus.TIMEOUT in statuses else VnnVerdict.UNKNOWN
     return VnnResult(result, None, None, tuple(runs), time.perf_counter() - t0)
 
 
@@ -303,7 +316,7 @@ def _falsify(net: ReluNetwork, lower: np.ndarray, upper: np.ndarray, specs, *, s
         x = x.detach().requires_grad_(True)
         (g,) = torch.autograd.grad(violations(x).sum(), x)
         with torch.no_grad():
-            x = torch.minimum(torch.maximum(x - step * g.sign(), lo), hi)
+            x = pgd_step(x, -g, step, lo, hi)
         if it % 10 == 9:
             step = step / 2
     with torch.no_grad():
@@ -318,7 +331,7 @@ def _falsify(net: ReluNetwork, lower: np.ndarray, upper: np.ndarray, specs, *, s
 def _sat(net, x, runs, t0) -> VnnResult:
     with torch.no_grad():
         y = net.forward(torch.from_numpy(np.asarray(x, dtype=np.float64)).reshape((1,) + tuple(net.input_shape)))
-    return VnnResult("sat", np.asarray(x), y.numpy()[0], tuple(runs), time.perf_counter() - t0)
+    return VnnResult(VnnVerdict.SAT, np.asarray(x), y.numpy()[0], tuple(runs), time.perf_counter() - t0)
 
 
 def format_counterexample(x: np.ndarray, y: np.ndarray) -> str:

@@ -1,0 +1,187 @@
+"""Problem (2) as one loop: decide output specifications on an input box, exactly.
+
+:func:`decide` is what every eps-verification of the package runs (``distance.verify`` for "is the ball
+classified as the label", the VNN-LIB runner for a property's disjuncts): bounds on the box rule out the
+specifications they can (:func:`screen`), then one MILP per specification that is left, verdict-only
+(stopped as soon as the sign of the optimum is known), and it stops at the first counterexample that passes
+the float64 re-check.  Every LP and MILP of the call draws on one :class:`Budget`.  Options are frozen
+dataclasses, statuses enums.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from . import milp
+from .milp import BoundsMethod, OutputSpec, VerificationStatus
+from .network import ReluNetwork
+
+__all__ = ["ScreenMethod", "SolveOptions", "BoundOptions", "Budget", "SpecRun", "Decision", "prepare_bounds",
+           "screen", "decide"]
+
+_F64 = np.float64
+SCREEN_LP_S = 30.0  # at most this long for the screening LPs of one call (less if the budget is smaller)
+POLISH_LP_S = 10.0  # at most this long for one polishing LP
+_HIGHS = ("highs", "highs_persistent")  # solvers that take HiGHS's objective_bound / objective_target
+_PRECEDENCE = (VerificationStatus.NOT_ROBUST, VerificationStatus.TIMEOUT, VerificationStatus.UNKNOWN,
+               VerificationStatus.ROBUST)
+
+
+class ScreenMethod(enum.Enum):
+    """How targets are ruled out before any MILP (see :func:`verify`)."""
+
+    LP = "lp"  # interval arithmetic, the bound method's own output bound, then the LP relaxation
+    INTERVAL = "interval"  # the first two only
+    NONE = "none"  # every target gets a MILP
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    """What every MILP of one call is given: the solver, its threads and gap, and how its points are treated."""
+
+    solver: str = "highs"
+    threads: int = 1
+    time_limit: float | None = 60.0  # per optimisation run
+    mip_rel_gap: float | None = 1e-4
+    polish: bool = True  # a point failing the re-check gets the region LP (see milp.interpret)
+    margin_tol: float = 1e-8  # direct: slack a polished counterexample must have
+    exact_abs_tol: float = 1e-6  # direct: absolute gap still called exact
+
+
+@dataclass(frozen=True)
+class BoundOptions:
+    """How the bounds the MILP starts from are obtained."""
+
+    bounds: object = "crown"  # a BoundsMethod name, or precomputed bounds
+    tighten_lp: float = 0.0  # seconds of LP tightening (0: off)
+    screen: ScreenMethod = ScreenMethod.LP
+    domain: tuple | None = (0.0, 1.0)
+
+
+class Budget:
+    """The time one call may spend, drawn on by every LP and MILP it runs (a total of None: unlimited)."""
+
+    def __init__(self, total: float | None):
+        self.t0 = time.perf_counter()
+        self.total = total
+
+    def left(self) -> float:
+        return math.inf if self.total is None else self.total - (time.perf_counter() - self.t0)
+
+    def limit(self, per_run: float | None) -> float | None:
+        """The time limit for the next run: ``per_run`` capped by what is left (None: unlimited)."""
+        lim = min(per_run if per_run is not None else math.inf, self.left())
+        return None if math.isinf(lim) else max(lim, 0.0)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def prepare_bounds(net: ReluNetwork, lower, upper, *, bounds="crown", tighten_lp: float = 0.0, threads: int = 1,
+                   specs=None, _mats=None):
+    """Bounds on the box by ``bounds`` (a :class:`BoundsMethod` or an object with ``pre_activation``),
+    then LP tightening with a budget of ``tighten_lp`` seconds (0: off).  With ``specs``, the bounds of
+    their stacked rows are computed by the same method (``output``).  Returns (bounds, report|None)."""
+    if isinstance(bounds, (str, BoundsMethod)):
+        stacked = None if not specs else np.vstack([s.mat for s in specs])
+        b = milp.compute_bounds(net, lower, upper, BoundsMethod(bounds), spec=stacked)
+    else:
+        b = bounds
+    report = None
+    if tighten_lp and tighten_lp > 0:
+        b, report = milp.tighten_bounds_lp(net, lower, upper, b, time_limit=float(tighten_lp), threads=threads,
+                                           _mats=_mats)
+    return b, report
+
+
+def _row_lower(b, specs):
+    out = getattr(b, "output", None)
+    if out is None or not specs or np.asarray(out[0]).size != sum(s.num_rows for s in specs):
+        return None
+    return np.asarray(out[0], dtype=_F64).reshape(-1) - np.concatenate([s.rhs for s in specs])
+
+
+def screen(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], bopts: "BoundOptions", threads: int,
+           budget: "Budget", mats=None):
+    """Bounds on the box and the specs they cannot rule out, most promising first:
+    ``(bounds, order of spec indices, seconds)``.  LP tightening and screening LPs draw on ``budget``."""
+    tb = time.perf_counter()
+    mats = mats or milp._Mats.of(net)
+    how = ScreenMethod(bopts.screen)
+    tighten = min(bopts.tighten_lp, max(budget.left(), 0.0)) if bopts.tighten_lp else 0.0
+    b, _ = prepare_bounds(net, lower, upper, bounds=bopts.bounds, tighten_lp=tighten, threads=threads,
+                          specs=list(specs) if how is not ScreenMethod.NONE else None, _mats=mats)
+    lbs = milp.spec_lower_bounds(net, lower, upper, b, list(specs), screen=how.value, row_lower=_row_lower(b, specs),
+                                 threads=threads, time_limit=max(min(SCREEN_LP_S, budget.left()), 1e-3), _mats=mats)
+    order = [int(j) for j in np.argsort(lbs, kind="stable") if not milp._unreachable(lbs[j], specs[j])]
+    return b, order, time.perf_counter() - tb
+
+
+@dataclass(frozen=True)
+class SpecRun:
+    """One optimisation run of :func:`decide`: the spec it was for, the model, the solver's result, the verdict."""
+
+    spec: int
+    model: "milp.MilpModel"
+    result: "milp.SolveResult"
+    verdict: VerificationStatus
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What :func:`decide` found: NOT_ROBUST (with a re-checked point ``x`` violating spec ``spec``), ROBUST
+    (every spec proven unreachable), TIMEOUT or UNKNOWN."""
+
+    status: VerificationStatus
+    x: np.ndarray | None  # flat, float64, passed the float64 re-check
+    spec: int | None
+    runs: tuple[SpecRun, ...]
+    order: tuple[int, ...]  # specs the bounds could not rule out, in the order tried
+    bounds: object
+    unstable: tuple[int, ...]
+    bounds_time_s: float
+    time_s: float
+
+
+def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts: "SolveOptions",
+           bopts: "BoundOptions", budget: "Budget", verdict_only: bool = True, verdict_target: float = -1e-5,
+           mats=None) -> Decision:
+    """Is some point of the box ``[lower, upper]`` in the unsafe set of one of ``specs``?
+
+    Bounds screen the specs (:func:`screen`); each one left gets one MILP minimising its violation,
+    in ``verdict_only`` mode stopped early (HiGHS ``objective_bound = 0``: prune whatever cannot go below 0;
+    ``objective_target = verdict_target``: stop at the first point below it).  Stops at the first checked
+    counterexample.  ``opts.time_limit`` is per optimisation run; everything draws on ``budget``.
+    """
+    t0 = time.perf_counter()
+    mats = mats or milp._Mats.of(net)
+    b, order, bounds_time = screen(net, lower, upper, specs, bopts, opts.threads, budget, mats)
+    stop_early = verdict_only and opts.solver in _HIGHS
+    runs: list[SpecRun] = []
+    verdicts: list[VerificationStatus] = []
+    x, hit = None, None
+    for j in order:
+        lim = budget.limit(opts.time_limit)
+        if lim is not None and lim <= 0:
+            verdicts.append(VerificationStatus.TIMEOUT)
+            break
+        model = milp.build_model(net, lower, upper, b, spec=specs[j], _mats=mats)
+        res = milp.solve_model(model, solver=opts.solver, time_limit=lim, threads=opts.threads,
+                               mip_rel_gap=opts.mip_rel_gap, objective_bound=0.0 if stop_early else None,
+                               objective_target=verdict_target if stop_early else None)
+        verdict, chk = milp.interpret(net, model, res, polish=opts.polish, threads=opts.threads,
+                                      time_limit=budget.limit(POLISH_LP_S))
+        runs.append(SpecRun(j, model, res, verdict))
+        verdicts.append(verdict)
+        if verdict is VerificationStatus.NOT_ROBUST:
+            x, hit = np.asarray(chk.x, dtype=_F64), j
+            break
+    status = next((s for s in _PRECEDENCE if s in verdicts), VerificationStatus.ROBUST)
+    return Decision(status, x, hit, tuple(runs), tuple(order), b, milp.unstable_counts(mats, b), bounds_time,
+                    time.perf_counter() - t0)
