@@ -60,7 +60,9 @@ def machine() -> str:
         import highspy
         import pyomo
 
-        versions += [f"Pyomo {pyomo.__version__}", f"HiGHS {highspy.Highs().version()}"]
+        from lsub_helpers.milp_lp import new_highs
+
+        versions += [f"Pyomo {pyomo.__version__}", f"HiGHS {new_highs().version()}"]
     except ImportError:
         pass
     return "\n".join([
