@@ -112,7 +112,7 @@ class _Graph:
     def const(self, name: str, where: str) -> np.ndarray:
         if name not in self.consts:
             raise UnsupportedLayerError(f"{where}: operand '{name}' must be a constant (an initializer)")
-        return self.consts[name]
+        return np.asarray(self.consts[name], dtype=np.float64)
 
     def add(self, op) -> None:
         if tuple(op.in_shape) != tuple(self.shape):
@@ -130,9 +130,7 @@ def onnx_to_ops(path: str | Path) -> tuple[list[tuple[str, object]], tuple[int, 
     model = read_onnx_model(path)
     graph = model.graph
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=13)
-    consts: dict[str, np.ndarray] = {
-        init.name: numpy_helper.to_array(init).astype(np.float64) for init in graph.initializer
-    }
+    consts: dict[str, np.ndarray] = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     inputs = [i for i in graph.input if i.name not in consts]
     if len(inputs) != 1:
         raise UnsupportedLayerError(f"{path.name}: expected exactly one graph input, found {len(inputs)}")
@@ -145,10 +143,9 @@ def onnx_to_ops(path: str | Path) -> tuple[list[tuple[str, object]], tuple[int, 
     for idx, node in enumerate(nodes):
         where = f"ONNX op {node.op_type} (node {idx}{', ' + repr(node.name) if node.name else ''})"
         a = _attrs(node)
-        if node.op_type == "Constant":
-            if "value" not in a:
-                raise UnsupportedLayerError(f"{where}: only Constant with a tensor 'value' is supported")
-            consts[node.output[0]] = numpy_helper.to_array(a["value"]).astype(np.float64)
+        if all(not name or name in consts for name in node.input):
+            # a computation on constants only (e.g. the pads of a padding as exporters write them): evaluate it
+            _evaluate_constant(node, consts, where)
             continue
         rule = _RULES.get(node.op_type)
         if rule is None:
@@ -169,6 +166,20 @@ def onnx_to_ops(path: str | Path) -> tuple[list[tuple[str, object]], tuple[int, 
     if outputs != [g.current]:
         raise UnsupportedLayerError(f"{path.name}: the graph output {outputs} is not the end of one data path")
     return g.ops, input_shape
+
+
+def _evaluate_constant(node, consts: dict[str, np.ndarray], where: str) -> None:
+    """Evaluate a node whose inputs are all constants with onnx's reference implementation."""
+    from onnx.reference import ReferenceEvaluator
+
+    try:
+        outs = ReferenceEvaluator(node).run(None, {n: consts[n] for n in node.input if n})
+    except Exception as exc:  # the reference evaluator raises many types
+        raise UnsupportedLayerError(f"{where}: cannot evaluate this computation on constants ({exc}); "
+                                    f"{_HINTS['Shape']}") from exc
+    for name, value in zip(node.output, outs):
+        if name:
+            consts[name] = np.asarray(value)
 
 
 # ---------------------------------------------------------------------------------------------------
