@@ -52,8 +52,15 @@ class Instance:
 
     @property
     def name(self) -> str:
-        stem = lambda p: Path(p).name.split(".")[0]  # noqa: E731  (a.onnx.gz -> a)
-        return f"{stem(self.onnx)}__{stem(self.vnnlib)}"
+        """``<onnx stem>__<vnnlib stem>`` (``.gz``, ``.onnx`` and ``.vnnlib`` removed; ``prop_0_0.03`` kept)."""
+        return f"{_stem(self.onnx)}__{_stem(self.vnnlib)}"
+
+
+def _stem(path: str) -> str:
+    name = Path(path).name
+    for suffix in (".gz", ".onnx", ".vnnlib"):
+        name = name[: -len(suffix)] if name.endswith(suffix) else name
+    return name
 
 
 @dataclass(frozen=True)

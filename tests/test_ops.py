@@ -353,3 +353,32 @@ def test_counterexample_through_pooled_bn_net_passes_onnxruntime(tmp_path, pad_c
     assert res.result == "sat" and len(res.runs) >= 1
     y = _ort(path, res.x.astype(np.float32).reshape(1, 1, 8, 8))[0]
     assert y[target] - y[label] >= reach
+
+
+def test_pooled_bn_net_end_to_end_verify_distance_estimate(tmp_path):
+    """The issue's acceptance path: a pooled, batch-normalised conv net exported from PyTorch through
+    verify, boundary_distance and estimate_distance (vnncomp: tests/test_vnncomp_suite.py)."""
+    from lsub_helpers.distance import DistanceStatus, boundary_distance, verify
+    from lsub_helpers.estimate import estimate_distance
+    from lsub_helpers.milp import VerificationStatus
+
+    seq = pooled_net(4)
+    x0 = torch.from_numpy(np.random.default_rng(4).random((1, 8, 8)))
+    with torch.no_grad():  # a steeper output layer whose class 0 wins at x0 by 0.5 over class 1
+        seq[-1].weight *= 1000
+        y0 = seq(x0[None].float())[0]
+        seq[-1].bias += torch.tensor([0.5, 0.0, -5.0]) - y0
+    net = ReluNetwork.from_onnx(_export(seq, (1, 8, 8), tmp_path / "net.onnx"))
+    label = int(net.predict(x0[None])[0])
+    assert label == 0
+    d = boundary_distance(net, x0, label, time_limit=120)
+    assert d.status is DistanceStatus.EXACT and 0 < d.value < 1
+    assert int(net.predict(d.counterexample[None])[0]) != label  # on the boundary: float64 re-check only
+    # verify agrees on both sides of the distance; the deepest counterexample beyond it passes onnxruntime
+    assert verify(net, x0, label, 0.98 * d.value, time_limit=120).status is VerificationStatus.ROBUST
+    beyond = verify(net, x0, label, 1.2 * d.value, time_limit=120, verdict_only=False)
+    assert beyond.status is VerificationStatus.NOT_ROBUST
+    y = _ort(tmp_path / "net.onnx", beyond.counterexample.numpy().astype(np.float32).reshape(1, 1, 8, 8))[0]
+    assert int(np.argmax(y)) != label
+    est = estimate_distance(net, x0, label, method="activation", gamma=0.9, time_limit=120)
+    assert est.lower <= d.value * (1 + 1e-4) and est.upper >= d.value * (1 - 1e-4)  # the certified interval holds

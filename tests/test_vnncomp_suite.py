@@ -20,7 +20,7 @@ from torch import nn
 from lsub_helpers import bounds as B
 from lsub_helpers.__main__ import main as cli_main
 from lsub_helpers.network import ReluNetwork
-from lsub_helpers.vnncomp_suite import Answer, completed, read_instances
+from lsub_helpers.vnncomp_suite import Answer, Instance, completed, read_instances
 from lsub_helpers.vnnlib import read_vnnlib
 
 onnx = pytest.importorskip("onnx")
@@ -105,10 +105,12 @@ def _ort_reaches(onnx_path: Path, result_text: str, vnnlib_path: Path) -> bool:
 
 
 def test_read_instances_with_and_without_header(tmp_path):
-    (tmp_path / "instances.csv").write_text("onnx,vnnlib,timeout_s,extra\na.onnx,p.vnnlib,30,x\n\nb.onnx.gz,q.vnnlib.gz,12.5\n")
+    (tmp_path / "instances.csv").write_text("onnx,vnnlib,timeout_s,extra\na.onnx,p_0.03.vnnlib,30,x\n\n"
+                                            "b.onnx.gz,p_0.05.vnnlib.gz,12.5\n")
     got = read_instances(tmp_path)
-    assert [(i.onnx, i.vnnlib, i.timeout) for i in got] == [("a.onnx", "p.vnnlib", 30.0), ("b.onnx.gz", "q.vnnlib.gz", 12.5)]
-    assert got[1].name == "b__q"
+    assert [(i.onnx, i.vnnlib, i.timeout) for i in got] == [("a.onnx", "p_0.03.vnnlib", 30.0),
+                                                             ("b.onnx.gz", "p_0.05.vnnlib.gz", 12.5)]
+    assert [i.name for i in got] == ["a__p_0.03", "b__p_0.05"]  # distinct answer files
     (tmp_path / "instances.csv").write_text("a.onnx,p.vnnlib,30\nb.onnx,q.vnnlib,soon\n")
     with pytest.raises(ValueError, match="not a number"):
         read_instances(tmp_path)
@@ -140,7 +142,7 @@ def test_suite_killed_and_resumed(tmp_path):
         if (row[1], row[2]) in first:
             assert first[(row[1], row[2])] == row
         if row[4] == Answer.SAT.value:
-            name = f"{Path(row[1]).name.split('.')[0]}__{Path(row[2]).name.split('.')[0]}.txt"
+            name = Instance(row[1], row[2], 60).name + ".txt"
             text = (tmp_path / "results_results" / name).read_text()
             assert _ort_reaches(bench / row[1], text, bench / row[2])
     # a third run has nothing left to do
