@@ -7,7 +7,7 @@
 answers are compared with the consensus of ``ground_truth.csv`` and times with the fastest published tool.
 ``pooled``: two convolutional networks with batch normalisation, average pooling and zero padding (one
 ending in a Softmax), trained here for 3 epochs on the embedded 5,000-image MNIST subset, exported to ONNX
-(one gzipped) with 15 correctly classified test images x eps {0.02, 0.05} each, in the VNN-COMP format
+(one gzipped) with ``--images`` (default 15) correctly classified test images x eps {0.02, 0.05} each, in the VNN-COMP format
 (robustness: no other class reaches the label's output).  There are no published times for them; every
 ``sat`` is re-checked with onnxruntime and every ``unsat`` is attacked with PGD (float32, 200 steps, 10
 restarts) on the torch model; a success of either counts as a wrong answer.
@@ -184,7 +184,7 @@ def pooled_models() -> dict[str, nn.Sequential]:
     b = nn.Sequential(
         nn.ZeroPad2d((1, 2, 1, 2)), nn.Conv2d(1, 8, 4, stride=2), nn.BatchNorm2d(8), nn.ReLU(),
         nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
-        nn.Flatten(), nn.Linear(8 * 8 * 8, 48), nn.ReLU(), nn.Linear(48, 10), nn.Softmax(dim=1),
+        nn.Flatten(), nn.Linear(8 * 7 * 7, 48), nn.ReLU(), nn.Linear(48, 10), nn.Softmax(dim=1),
     )
     return {"conv_bn_avgpool": a, "pad_conv_bn_avgpool_softmax": b}
 
@@ -278,7 +278,7 @@ def bench_pooled(args) -> int:
     out_csv = Path(args.csv or RESULTS / "suite_pooled.csv")
     machine = _machine()
     torch.manual_seed(0)
-    meta = make_pooled_benchmark(folder)
+    meta = make_pooled_benchmark(folder, n_images=args.images)
     command = _run_suite(folder, out_csv, args)
     from lsub_helpers.vnncomp_suite import Instance
 
@@ -329,6 +329,7 @@ def main(argv=None) -> int:
     ap.add_argument("--csv", default=None, help="the runner's results CSV (default benchmarks/results/suite_*.csv)")
     ap.add_argument("--md", default=None)
     ap.add_argument("--folder", default=None, help="pooled: where the generated benchmark goes")
+    ap.add_argument("--images", type=int, default=15, help="pooled: test images per network (x 2 eps)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     return bench_mnist_fc(args) if args.which == "mnist_fc" else bench_pooled(args)

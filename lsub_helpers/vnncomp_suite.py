@@ -172,12 +172,12 @@ def run_suite(bench_dir: str | Path, out_csv: str | Path, *, options: SuiteOptio
     out_csv = Path(out_csv).resolve()
     category = category or bench_dir.name
     instances = read_instances(bench_dir)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    _drop_cut_line(out_csv)  # before reading what is done: a cut line may look complete ("...,unsat,1")
     done = completed(out_csv)
     todo = [i for i in instances if i.key not in done]
     res_dir = out_csv.parent / f"{out_csv.stem}_results"
     res_dir.mkdir(parents=True, exist_ok=True)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    _drop_cut_line(out_csv)
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     say(f"{category}: {len(instances)} instances, {len(instances) - len(todo)} already in {out_csv.name}, "
         f"{len(todo)} to run")
@@ -187,7 +187,7 @@ def run_suite(bench_dir: str | Path, out_csv: str | Path, *, options: SuiteOptio
         client, cluster = Client(scheduler), None
     else:
         n = workers or max(1, (os.cpu_count() or 1) // max(1, options.threads))
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=False, dashboard_address=None)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=False, dashboard_address=":0")
         client = Client(cluster)
     outcomes = []
     counts: dict[str, int] = {}

@@ -5,6 +5,7 @@ onnxruntime, brute force over activation patterns) and through bounds and the MI
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -273,16 +274,47 @@ def test_bounds_sound_on_hand_graph_and_equal_to_dense_path(tmp_path_factory, se
             torch.testing.assert_close(u1, u2, atol=1e-9, rtol=1e-9)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_conv_chain_after_transpose_and_pad_equals_dense_path(seed):
+    """The "patches" back-substitution of a chain of convolutions, entered through non-mixing ops (an NHWC
+    transpose and a zero padding) folded into the input box, gives the bounds of the dense path."""
+    from lsub_helpers.ops import ConvOp, FlattenOp, PadOp, TransposeOp
+
+    gen = torch.Generator().manual_seed(seed)
+    conv1 = ConvOp(torch.randn(3, 2, 3, 3, generator=gen, dtype=F64), torch.randn(3, generator=gen, dtype=F64) * 0.1,
+                   (2, 2), (0, 0), (2, 8, 7))
+    conv2 = ConvOp(torch.randn(4, 3, 2, 2, generator=gen, dtype=F64), torch.randn(4, generator=gen, dtype=F64) * 0.1,
+                   (1, 1), (1, 1), conv1.out_shape)
+    ops = [("affine", TransposeOp((2, 0, 1), (7, 6, 2))), ("affine", PadOp(((0, 0), (1, 0), (0, 1)), (2, 7, 6))),
+           ("affine", conv1), ("relu", None), ("affine", conv2), ("relu", None),
+           ("affine", FlattenOp(conv2.out_shape))]
+    n_flat = math.prod(conv2.out_shape)
+    ops.append(("affine", DenseOp(torch.randn(3, n_flat, generator=gen, dtype=F64), torch.zeros(3, dtype=F64))))
+    net = ReluNetwork._from_op_list(ops, (7, 6, 2))
+    assert B._conv_chain(net, 1)  # the patches path is the one under test
+    dense = ReluNetwork(tuple(AffineStage((DenseOp(s.weight, s.bias),)) for s in net.stages), net.activations)
+    center = torch.rand(net.input_shape, generator=gen, dtype=F64)
+    lo, hi = center - 0.1, center + 0.1
+    points = lo + (hi - lo) * torch.rand((500,) + net.input_shape, generator=gen, dtype=F64)
+    for method in METHODS:
+        b = B.compute_bounds_box(net, lo, hi, method=method)
+        _assert_sound(net, b, points)
+        d = B.compute_bounds_box(dense, lo.reshape(-1), hi.reshape(-1), method=method)
+        for (l1, u1), (l2, u2) in zip(b.pre_activation + (b.output,), d.pre_activation + (d.output,)):
+            torch.testing.assert_close(l1, l2, atol=1e-9, rtol=1e-9)
+            torch.testing.assert_close(u1, u2, atol=1e-9, rtol=1e-9)
+
+
 # ---------------------------------------------------------------------------------------------------
 # MILP against brute force, counterexamples against onnxruntime
 # ---------------------------------------------------------------------------------------------------
 
 
-def tiny_pooled(seed: int) -> ReluNetwork:
+def tiny_pooled(seed: int, final_relu: bool = False) -> ReluNetwork:
     torch.manual_seed(seed)
     seq = nn.Sequential(
         nn.AvgPool2d(2), nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(1, 2, 2, stride=2), nn.BatchNorm2d(2), nn.ReLU(),
-        nn.Flatten(), nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2),
+        nn.Flatten(), nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2), *([nn.ReLU()] if final_relu else []),
     )
     return ReluNetwork.from_torch(_randomise_bn(seq, seed).double(), (1, 4, 4))
 
@@ -315,9 +347,10 @@ def brute_force_min(net: ReluNetwork, lower: np.ndarray, upper: np.ndarray, c: n
     return best
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_milp_optimum_equals_brute_force_with_pooling(seed):
-    net = tiny_pooled(seed)
+@pytest.mark.parametrize("seed, final_relu", [(1, False), (2, False), (3, False), (1, True), (3, True)])
+def test_milp_optimum_equals_brute_force_with_pooling(seed, final_relu):
+    net = tiny_pooled(seed, final_relu)
+    assert len(net.activations) == 2 + final_relu
     rng = np.random.default_rng(seed)
     x0 = rng.random(net.input_size)
     lower, upper = np.clip(x0 - 0.4, 0, 1), np.clip(x0 + 0.4, 0, 1)

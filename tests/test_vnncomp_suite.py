@@ -200,3 +200,14 @@ def test_vnncomp_with_a_final_softmax(tmp_path):
     res2 = tmp_path / "thr.txt"
     assert cli_main(["vnncomp", str(thr.parent / "soft.onnx"), str(thr), str(res2), "60"]) == 2
     assert res2.read_text().strip() == "error"
+
+
+def test_a_line_cut_by_a_kill_is_run_again(tmp_path):
+    from lsub_helpers.vnncomp_suite import _drop_cut_line
+
+    out = tmp_path / "r.csv"
+    out.write_text("b,n.onnx,p.vnnlib,0.001,sat,1.500\nb,n.onnx,q.vnnlib,0.001,unsat,1")  # no final newline
+    assert len(completed(out)) == 2  # the cut line looks complete ...
+    _drop_cut_line(out)
+    assert list(completed(out)) == [("n.onnx", "p.vnnlib")]  # ... so it is dropped before resuming
+    assert out.read_text().endswith("\n")
