@@ -211,3 +211,20 @@ def test_a_line_cut_by_a_kill_is_run_again(tmp_path):
     _drop_cut_line(out)
     assert list(completed(out)) == [("n.onnx", "p.vnnlib")]  # ... so it is dropped before resuming
     assert out.read_text().endswith("\n")
+
+
+def test_suite_on_an_existing_scheduler(tmp_path):
+    from distributed import LocalCluster
+
+    from lsub_helpers.vnncomp_suite import SuiteOptions, run_suite
+
+    bench = tmp_path / "b"
+    expected = make_benchmark(bench)
+    lines = (bench / "instances.csv").read_text().splitlines()[:2]
+    (bench / "instances.csv").write_text("\n".join(lines) + "\n")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+        outcomes = run_suite(bench, tmp_path / "r.csv", options=SuiteOptions(grace=5), scheduler=cluster.scheduler_address,
+                             progress=False)
+    assert sorted(o.instance.vnnlib for o in outcomes) == sorted(l.split(",")[1] for l in lines)
+    for o in outcomes:
+        assert o.answer.value == expected[o.instance.vnnlib]
