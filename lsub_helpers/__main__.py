@@ -16,9 +16,9 @@ import traceback
 
 
 def _vnncomp(args) -> int:
+    t0 = time.perf_counter()  # before the imports: under load, importing torch alone can take many seconds
     from .vnnlib import verify_vnnlib, write_result
 
-    t0 = time.perf_counter()
     try:
         import torch
 
