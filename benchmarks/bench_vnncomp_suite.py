@@ -86,7 +86,9 @@ def _summary(rows: list[dict], title: str, command: str, machine: str, notes: li
     solved = [r for r in rows if r["result"] in ("sat", "unsat")]
     wrong = [r for r in rows if r["wrong"]]
     times = np.array([r["time"] for r in solved]) if solved else np.zeros(0)
-    lines = [f"# {title}", "", machine, f"- command: `{command}`"] + [f"- {n}" for n in notes] + [""]
+    lines = [f"# {title}", "", machine,
+             f"- benchmark command: `.venv/bin/python benchmarks/bench_vnncomp_suite.py {' '.join(sys.argv[1:])}`",
+             f"- runner command: `{command}`"] + [f"- {n}" for n in notes] + [""]
     counts = {k: sum(r["result"] == k for r in rows) for k in ("sat", "unsat", "timeout", "unknown", "error")}
     lines.append(f"**{len(solved)}/{len(rows)} solved ({100 * len(solved) / max(1, len(rows)):.0f}%), "
                  f"{len(wrong)} wrong answers.** " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
@@ -161,7 +163,7 @@ def bench_mnist_fc(args) -> int:
                        + (f"{np.median([r['time'] for r in solved]):.2f}" if solved else "-") + " | "
                        + (f"{np.median(fast):.2f}" if fast else "-") + " |")
     head, table = text.split("\n| network | property", 1)
-    text = (head + "| network | solved | wrong | median time (s) | fastest tool, same instances (s) |\n"
+    text = (head + "\n| network | solved | wrong | median time (s) | fastest tool, same instances (s) |\n"
             "|---|---:|---:|---:|---:|\n" + "\n".join(per_net) + "\n\n| network | property" + table)
     out_md = Path(args.md or RESULTS / "suite_mnist_fc.md")
     out_md.write_text(text)
@@ -313,7 +315,7 @@ def bench_pooled(args) -> int:
         per_net.append(f"| {net} | {len(solved)}/{len(sub)} | {sum(r['wrong'] for r in sub)} | "
                        + (f"{np.median([r['time'] for r in solved]):.2f}" if solved else "-") + " |")
     head, table = text.split("\n| network | property", 1)
-    text = (head + "| network | solved | wrong | median time (s) |\n|---|---:|---:|---:|\n" + "\n".join(per_net)
+    text = (head + "\n| network | solved | wrong | median time (s) |\n|---|---:|---:|---:|\n" + "\n".join(per_net)
             + "\n\n| network | property" + table)
     out_md = Path(args.md or RESULTS / "suite_pooled.md")
     out_md.write_text(text)
