@@ -366,26 +366,40 @@ def test_milp_optimum_equals_brute_force_with_pooling(seed, final_relu):
     assert abs((y[0] - y[1]) - expect) <= 1e-6 * max(1.0, abs(expect))
 
 
-@pytest.mark.parametrize("pad_count", [True, False])
-def test_counterexample_through_pooled_bn_net_passes_onnxruntime(tmp_path, pad_count):
-    seq = pooled_net(3, pad_count=pad_count)
-    path = _export(seq, (1, 8, 8), tmp_path / "net.onnx")
-    net = ReluNetwork.from_onnx(path)
-    rng = np.random.default_rng(3)
-    x0 = rng.random((1, 1, 8, 8))
-    samples = torch.from_numpy(np.clip(x0 + rng.uniform(-0.05, 0.05, (2000, 1, 8, 8)), 0, 1))
+def _milp_counterexample_passes_onnxruntime(path, net: ReluNetwork, seed: int) -> None:
+    """A property that a sampled point of a small box reaches (so it is sat), decided by the MILP alone
+    (no falsifier); the counterexample must reach it in onnxruntime (float32) too."""
+    rng = np.random.default_rng(seed)
+    n, shape = net.input_size, (1,) + tuple(net.input_shape)
+    x0 = rng.random(shape)
+    samples = torch.from_numpy(np.clip(x0 + rng.uniform(-0.05, 0.05, (2000,) + shape[1:]), 0, 1))
     y = net.forward(samples)
     label, target = 0, 1
-    reach = float((y[:, target] - y[:, label]).max())  # a sampled point reaches it: the property is sat
-    text = "".join(f"(declare-const X_{i} Real)\n" for i in range(64))
-    text += "".join(f"(declare-const Y_{i} Real)\n" for i in range(3))
+    reach = float((y[:, target] - y[:, label]).max())
+    text = "".join(f"(declare-const X_{i} Real)\n" for i in range(n))
+    text += "".join(f"(declare-const Y_{i} Real)\n" for i in range(net.num_classes))
     lo, hi = np.clip(x0.reshape(-1) - 0.05, 0, 1), np.clip(x0.reshape(-1) + 0.05, 0, 1)
-    text += "".join(f"(assert (>= X_{i} {float(lo[i])!r}))\n(assert (<= X_{i} {float(hi[i])!r}))\n" for i in range(64))
+    text += "".join(f"(assert (>= X_{i} {float(lo[i])!r}))\n(assert (<= X_{i} {float(hi[i])!r}))\n" for i in range(n))
     text += f"(assert (>= (- Y_{target} Y_{label}) {reach!r}))\n"
     res = verify_vnnlib(net, read_vnnlib(text), time_limit=60, attack_steps=0)  # the MILP must find it
     assert res.result == "sat" and len(res.runs) >= 1
-    y = _ort(path, res.x.astype(np.float32).reshape(1, 1, 8, 8))[0]
+    y = _ort(path, res.x.astype(np.float32).reshape(shape))[0]
     assert y[target] - y[label] >= reach
+
+
+@pytest.mark.parametrize("pad_count", [True, False])
+def test_counterexample_through_pooled_bn_net_passes_onnxruntime(tmp_path, pad_count):
+    path = _export(pooled_net(3, pad_count=pad_count), (1, 8, 8), tmp_path / "net.onnx")
+    _milp_counterexample_passes_onnxruntime(path, ReluNetwork.from_onnx(path), 3)
+
+
+@pytest.mark.parametrize("opset", [10, 18])
+def test_counterexample_through_hand_graph_passes_onnxruntime(tmp_path, opset):
+    """Transpose, Identity, Pad, asymmetric Conv pads, BatchNormalization, AveragePool without the pads in
+    the count, Dropout, GlobalAveragePool, Gemm (transB 0, alpha, beta), MatMul + Add."""
+    path = tmp_path / "hand.onnx"
+    onnx.save(hand_graph(opset, seed=opset), str(path))
+    _milp_counterexample_passes_onnxruntime(path, ReluNetwork.from_onnx(path), opset)
 
 
 def test_pooled_bn_net_end_to_end_verify_distance_estimate(tmp_path):
