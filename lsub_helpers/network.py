@@ -5,6 +5,11 @@ each affine stage as a dense matrix for bound propagation and as sparse rows for
 *local substitute* as the same network in which some ReLUs are replaced by affine functions ``a*z + c``
 (see :meth:`ReluNetwork.with_substitutes`).  Only the normal form is stored, so every algorithm of the
 package handles originals and substitutes through one code path.
+
+An affine stage is a composition of the ops of :mod:`lsub_helpers.ops` (dense, convolution, batch norm,
+average pooling, zero padding, transpose, reshapes, elementwise affine maps); a network that ends with a
+ReLU gets an identity stage after it, so that its outputs are the post-activation values.  Max pooling is
+not an affine op and is not supported (it would need its own nonlinear stage).
 """
 
 from __future__ import annotations
