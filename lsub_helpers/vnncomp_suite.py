@@ -7,8 +7,10 @@ competition's interface) under a Dask scheduler: a ``LocalCluster`` by default, 
 address.  A process still running ``grace`` seconds after its timeout is killed, and any answer that comes
 after the timeout counts as ``timeout``.
 
-``results.csv`` is written in the competition's format, one line per instance, appended and flushed as each
-instance finishes: ``category,onnx,vnnlib,prepare_time,result,run_time``.  A run that was interrupted
+``results.csv`` is written in the competition's format (the six columns VNN-COMP's ``run_single_instance.sh``
+appends since 2022), one line per instance, appended and flushed as each instance finishes:
+``category,onnx,vnnlib,prepare_time,result,run_time``; a process killed at its timeout is written as
+``timeout`` (the competition's harness writes ``run_instance_timeout``).  A run that was interrupted
 resumes: instances that already have a line are not run again.  The answer files (with the counterexample
 after ``sat``) are kept in ``<out stem>_results/``.
 """
