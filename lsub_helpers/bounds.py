@@ -43,17 +43,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .network import (
-    Activation,
-    AffineStage,
-    ConvOp,
-    DenseOp,
-    ElementwiseOp,
-    FlattenOp,
-    NormalizeOp,
-    ReluNetwork,
-    ReshapeOp,
-)
+from .network import Activation, AffineStage, ConvOp, ReluNetwork
 
 __all__ = [
     "BoundMethod",
@@ -458,9 +448,6 @@ def _tightest(l1, u1, l2, u2):
 # IBP steps
 # ---------------------------------------------------------------------------------------------------
 
-_MIXING = (DenseOp, ConvOp)
-
-
 def _ibp_stage(stage: AffineStage, lo: Tensor, hi: Tensor, spec: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Interval of ``stage(h)`` (or ``spec @ stage(h)``) for ``lo <= h <= hi``, all (B, n) flattened."""
     batch = lo.shape[0]
@@ -472,7 +459,7 @@ def _ibp_stage(stage: AffineStage, lo: Tensor, hi: Tensor, spec: Tensor | None =
         zr = (w.abs() @ r.unsqueeze(-1)).squeeze(-1)
         return zc - zr, zc + zr
     zc = stage.apply(c.reshape((batch,) + tuple(stage.in_shape))).reshape(batch, -1)
-    if sum(isinstance(op, _MIXING) for op in stage.ops) <= 1:
+    if sum(op.mixing for op in stage.ops) <= 1:
         zr = _abs_apply(stage, r)  # op by op is exact when at most one op mixes coordinates
     else:
         zr = r @ stage.weight.abs().T
@@ -480,22 +467,11 @@ def _ibp_stage(stage: AffineStage, lo: Tensor, hi: Tensor, spec: Tensor | None =
 
 
 def _abs_apply(stage: AffineStage, r: Tensor) -> Tensor:
-    """``|W| r`` for the linear part ``W`` of a stage with at most one mixing op."""
+    """``|W| r`` for the linear part ``W`` of a stage with at most one mixing op (op by op)."""
     batch = r.shape[0]
     x = r.reshape((batch,) + tuple(stage.in_shape))
     for op in stage.ops:
-        if isinstance(op, DenseOp):
-            x = x @ op.weight.abs().T
-        elif isinstance(op, ConvOp):
-            x = F.conv2d(x, op.weight.abs(), None, op.stride, op.padding)
-        elif isinstance(op, NormalizeOp):
-            x = x / op.std.to(F64).reshape((1, -1) + (1,) * (x.dim() - 2))
-        elif isinstance(op, (FlattenOp, ReshapeOp)):
-            x = x.reshape((batch,) + tuple(op.out_shape))
-        elif isinstance(op, ElementwiseOp):
-            x = x * op.scale.abs()
-        else:  # an op type this module does not know: use the dense matrix of the stage
-            return r @ stage.weight.abs().T
+        x = op.abs_apply(x)
     return x.reshape(batch, -1)
 
 
@@ -669,28 +645,8 @@ def _transpose_apply(stage: AffineStage, lam: Tensor) -> Tensor:
     b, k, _ = lam.shape
     x = lam.reshape((b * k,) + tuple(stage.out_shape))
     for op in reversed(stage.ops):
-        if isinstance(op, DenseOp):
-            x = x @ op.weight
-        elif isinstance(op, ConvOp):
-            x = _conv_transpose(op, x)
-        elif isinstance(op, NormalizeOp):
-            x = x / op.std.to(F64).reshape((1, -1) + (1,) * (x.dim() - 2))
-        elif isinstance(op, (FlattenOp, ReshapeOp)):
-            x = x.reshape((b * k,) + tuple(op.in_shape))
-        elif isinstance(op, ElementwiseOp):
-            x = x * op.scale
-        else:  # unknown op type: the dense matrix of the whole stage
-            return lam @ stage.weight
+        x = op.transpose_apply(x)
     return x.reshape(b, k, -1)
-
-
-def _conv_transpose(op: ConvOp, x: Tensor) -> Tensor:
-    _, h, w = op.in_shape
-    _, oh, ow = op.out_shape
-    kh, kw = op.weight.shape[2:]
-    (sh, sw), (ph, pw) = op.stride, op.padding
-    out_pad = (h - ((oh - 1) * sh - 2 * ph + kh), w - ((ow - 1) * sw - 2 * pw + kw))
-    return F.conv_transpose2d(x, op.weight, None, op.stride, op.padding, out_pad)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -702,16 +658,13 @@ def _conv_transpose(op: ConvOp, x: Tensor) -> Tensor:
 # auto_LiRPA's "patches" mode does: pulling a window back through a convolution is a conv_transpose2d of
 # the small window, and the maps of the relaxation are cut into matching windows with unfold.
 
-_DIAGONAL = (NormalizeOp, ElementwiseOp, ReshapeOp)
-
-
 def _conv_of(stage: AffineStage, first: bool) -> ConvOp | None:
-    """The convolution of a stage that is one convolution (the first stage may start with elementwise
-    ops and reshapes, which are folded into the input box)."""
+    """The convolution of a stage that is one convolution (the first stage may start with non-mixing ops,
+    e.g. a normalisation, a transpose or a padding, which are folded into the input box)."""
     ops = stage.ops
     if not isinstance(ops[-1], ConvOp):
         return None
-    if len(ops) == 1 or (first and all(isinstance(op, _DIAGONAL) for op in ops[:-1])):
+    if len(ops) == 1 or (first and all(not op.mixing for op in ops[:-1])):
         return ops[-1]
     return None
 

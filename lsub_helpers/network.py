@@ -5,11 +5,17 @@ each affine stage as a dense matrix for bound propagation and as sparse rows for
 *local substitute* as the same network in which some ReLUs are replaced by affine functions ``a*z + c``
 (see :meth:`ReluNetwork.with_substitutes`).  Only the normal form is stored, so every algorithm of the
 package handles originals and substitutes through one code path.
+
+An affine stage is a composition of the ops of :mod:`lsub_helpers.ops` (dense, convolution, batch norm,
+average pooling, zero padding, transpose, reshapes, elementwise affine maps); a network that ends with a
+ReLU gets an identity stage after it, so that its outputs are the post-activation values.  Max pooling is
+not an affine op and is not supported (it would need its own nonlinear stage).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import math
 from dataclasses import dataclass
@@ -19,7 +25,23 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import nn
-import torch.nn.functional as F
+
+from .ops import (
+    AvgPoolOp,
+    ChannelAffineOp,
+    ConvOp,
+    DenseOp,
+    ElementwiseOp,
+    FlattenOp,
+    IdentityOp,
+    Normalize,
+    NormalizeOp,
+    Op,
+    PadOp,
+    ReshapeOp,
+    TransposeOp,
+    fold_channel_affine,
+)
 
 __all__ = [
     "Normalize",
@@ -29,10 +51,17 @@ __all__ = [
     "FlattenOp",
     "ReshapeOp",
     "ElementwiseOp",
+    "ChannelAffineOp",
+    "AvgPoolOp",
+    "PadOp",
+    "TransposeOp",
+    "IdentityOp",
     "AffineStage",
     "Activation",
     "ReluNetwork",
     "UnsupportedLayerError",
+    "OutputActivation",
+    "SoftmaxPolicy",
 ]
 
 
@@ -40,136 +69,25 @@ class UnsupportedLayerError(ValueError):
     """A layer or ONNX op that is not part of a ReLU network in normal form."""
 
 
-class Normalize(nn.Module):
-    """Per-channel input normalisation ``(x - mean) / std`` as a torch module."""
+class OutputActivation(enum.Enum):
+    """A final activation that does not change the argmax of the outputs."""
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
-        super().__init__()
-        mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
-        std_t = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
-        if mean_t.shape != std_t.shape:
-            raise ValueError(f"Normalize: mean has {mean_t.numel()} entries but std has {std_t.numel()}")
-        if torch.any(std_t <= 0):
-            raise ValueError("Normalize: every std must be > 0")
-        self.register_buffer("mean", mean_t)
-        self.register_buffer("std", std_t)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        return (x - self.mean.reshape(shape).to(x)) / self.std.reshape(shape).to(x)
+    SOFTMAX = "softmax"
+    LOG_SOFTMAX = "log_softmax"
 
 
-# ---------------------------------------------------------------------------------------------------
-# Affine operations (each one maps a batch (B, *in_shape) to (B, *out_shape))
-# ---------------------------------------------------------------------------------------------------
+class SoftmaxPolicy(enum.Enum):
+    """What ``from_torch``/``from_onnx`` do with a final Softmax or LogSoftmax.
 
+    ``REFUSE`` (default): raise :class:`UnsupportedLayerError`, because the network would then compute
+    something else than the file.  ``DROP``: return the network without it (the logits), which is right for
+    classification properties only (an argmax, or comparisons between outputs): softmax is a strictly
+    increasing function of each logit with a shared normaliser, so ``softmax_i >= softmax_j`` iff
+    ``y_i >= y_j``, and LogSoftmax only subtracts the same number from every output.
+    """
 
-@dataclass(frozen=True, eq=False)
-class DenseOp:
-    weight: torch.Tensor  # (out, in), float64
-    bias: torch.Tensor  # (out,), float64
-
-    @property
-    def in_shape(self) -> tuple[int, ...]:
-        return (self.weight.shape[1],)
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return (self.weight.shape[0],)
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
-
-
-@dataclass(frozen=True, eq=False)
-class ConvOp:
-    weight: torch.Tensor  # (C_out, C_in, kh, kw), float64
-    bias: torch.Tensor  # (C_out,)
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    in_shape: tuple[int, int, int]
-
-    @property
-    def out_shape(self) -> tuple[int, int, int]:
-        _, h, w = self.in_shape
-        kh, kw = self.weight.shape[2:]
-        oh = (h + 2 * self.padding[0] - kh) // self.stride[0] + 1
-        ow = (w + 2 * self.padding[1] - kw) // self.stride[1] + 1
-        return (self.weight.shape[0], oh, ow)
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype), self.stride, self.padding)
-
-
-@dataclass(frozen=True, eq=False)
-class NormalizeOp:
-    mean: torch.Tensor  # (C,)
-    std: torch.Tensor  # (C,)
-    shape: tuple[int, ...]
-
-    @property
-    def in_shape(self) -> tuple[int, ...]:
-        return self.shape
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return self.shape
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        view = (1, -1) + (1,) * (x.dim() - 2)
-        return (x - self.mean.to(x.dtype).reshape(view)) / self.std.to(x.dtype).reshape(view)
-
-
-@dataclass(frozen=True, eq=False)
-class FlattenOp:
-    """Flatten in C, H, W order (torch's ``nn.Flatten``)."""
-
-    in_shape: tuple[int, ...]
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return (math.prod(self.in_shape),)
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], -1)
-
-
-@dataclass(frozen=True, eq=False)
-class ReshapeOp:
-    """Reshape (C, H, W order preserved), e.g. an ONNX Reshape to a new image shape."""
-
-    in_shape: tuple[int, ...]
-    out_shape: tuple[int, ...]
-
-    def __post_init__(self):
-        if math.prod(self.in_shape) != math.prod(self.out_shape):
-            raise ValueError(f"cannot reshape {self.in_shape} to {self.out_shape}")
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape((x.shape[0],) + tuple(self.out_shape))
-
-
-@dataclass(frozen=True, eq=False)
-class ElementwiseOp:
-    """``x * scale + shift`` with constant tensors of the input shape (ONNX Add, Sub, Mul, Div)."""
-
-    scale: torch.Tensor  # float64, shape == shape
-    shift: torch.Tensor
-    shape: tuple[int, ...]
-
-    @property
-    def in_shape(self) -> tuple[int, ...]:
-        return self.shape
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return self.shape
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
-
-
-Op = DenseOp | ConvOp | NormalizeOp | FlattenOp | ReshapeOp | ElementwiseOp
+    REFUSE = "refuse"
+    DROP = "drop"
 
 
 @dataclass(frozen=True, eq=False)
@@ -398,8 +316,16 @@ class ReluNetwork:
 
     # -- construction -------------------------------------------------------------------------------
     @classmethod
-    def from_torch(cls, seq: nn.Module, input_shape: Sequence[int]) -> "ReluNetwork":
-        """Build from an ``nn.Sequential`` of Linear, Conv2d, ReLU, Flatten and :class:`Normalize`."""
+    def from_torch(cls, seq: nn.Module, input_shape: Sequence[int], *,
+                   softmax: SoftmaxPolicy | str = SoftmaxPolicy.REFUSE) -> "ReluNetwork":
+        """Build from an ``nn.Sequential`` of Linear, Conv2d, ReLU, Flatten, :class:`Normalize`,
+        BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d (output size dividing the input), ZeroPad2d,
+        ConstantPad2d (value 0), Identity and Dropout.
+
+        Batch normalisation and dropout are taken in their inference form (running statistics; dropout is
+        the identity) whatever the module's training flag.  The network may end with a ReLU (its outputs
+        are then post-activation values) or, with ``softmax="drop"``, a Softmax/LogSoftmax that is left out
+        (see :class:`SoftmaxPolicy`)."""
         modules = list(seq.children()) if isinstance(seq, nn.Sequential) else [seq]
         ops: list[tuple[str, object]] = []
         shape = tuple(int(s) for s in input_shape)
@@ -410,13 +336,24 @@ class ReluNetwork:
             if isinstance(m, nn.ReLU):
                 ops.append(("relu", None))
                 continue
+            if isinstance(m, (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d)):
+                continue  # inference form: the identity
+            if isinstance(m, (nn.Softmax, nn.LogSoftmax)):
+                kind = OutputActivation.SOFTMAX if isinstance(m, nn.Softmax) else OutputActivation.LOG_SOFTMAX
+                if m.dim not in (None, 1, -1) or len(shape) != 1:
+                    raise UnsupportedLayerError(f"{name}: only a softmax over the flat output vector is supported")
+                ops.append(("softmax", kind))
+                continue
             op = _torch_module_to_op(m, shape, name)
             ops.append(("affine", op))
             shape = op.out_shape
+        ops, _ = split_output_activation(ops, softmax, "the torch model")
         return cls._from_op_list(ops, tuple(int(s) for s in input_shape))
 
     @classmethod
     def _from_op_list(cls, ops: list[tuple[str, object]], input_shape: tuple[int, ...]) -> "ReluNetwork":
+        """Group ``[("affine", op) | ("relu", None), ...]`` into stages; a batch normalisation right after
+        a convolution or dense layer is folded into it; a final ReLU is followed by an identity stage."""
         stages: list[AffineStage] = []
         current: list[Op] = []
         shape = input_shape
@@ -428,26 +365,33 @@ class ReluNetwork:
                     )
                 stages.append(AffineStage(tuple(current)))
                 current = []
-            else:
+            elif kind == "affine":
                 if tuple(op.in_shape) != tuple(shape):
                     raise ValueError(f"shape mismatch: {type(op).__name__} expects {op.in_shape}, got {shape}")
-                current.append(op)
+                folded = fold_channel_affine(current[-1], op) if current and isinstance(op, ChannelAffineOp) else None
+                if folded is not None:
+                    current[-1] = folded
+                else:
+                    current.append(op)
                 shape = op.out_shape
+            else:
+                raise UnsupportedLayerError(f"a {kind} layer can only be the last layer of the network")
         if not current:
-            raise UnsupportedLayerError("the network must end with an affine layer (logits), not a ReLU")
-        if len(shape) != 1:
+            # a final ReLU: the outputs are post-activation values, mapped out by an identity stage
+            current.append(IdentityOp(tuple(shape)) if len(shape) == 1 else FlattenOp(tuple(shape)))
+        elif len(shape) != 1:
             current.append(FlattenOp(shape))
         stages.append(AffineStage(tuple(current)))
         acts = tuple(Activation.relu(s.out_size) for s in stages[:-1])
         return cls(tuple(stages), acts)
 
     @classmethod
-    def from_onnx(cls, path: str | Path) -> "ReluNetwork":
-        """Load an ONNX ReLU network (Gemm, MatMul, Add, Sub, Div, Mul, Conv, Relu, Flatten, Reshape, ...)."""
-        from .onnx_import import onnx_to_ops
+    def from_onnx(cls, path: str | Path, *, softmax: SoftmaxPolicy | str = SoftmaxPolicy.REFUSE) -> "ReluNetwork":
+        """Load an ONNX ReLU network (``.onnx`` or ``.onnx.gz``); the supported ops are listed in
+        :data:`lsub_helpers.onnx_import.SUPPORTED`.  ``softmax``: see :class:`SoftmaxPolicy`."""
+        from .onnx_import import load_onnx
 
-        ops, input_shape = onnx_to_ops(path)
-        return cls._from_op_list(ops, input_shape)
+        return load_onnx(path, softmax=softmax).net
 
     def to_torch(self) -> nn.Sequential:
         """An equivalent ``nn.Sequential`` in float64 (substituted neurons are not representable)."""
@@ -456,7 +400,7 @@ class ReluNetwork:
         mods: list[nn.Module] = []
         for k, stage in enumerate(self.stages):
             for op in stage.ops:
-                mods.append(_op_to_torch_module(op))
+                mods.append(op.to_module())
             if k < len(self.activations):
                 mods.append(nn.ReLU())
         return nn.Sequential(*mods).double()
@@ -492,41 +436,73 @@ def _torch_module_to_op(m: nn.Module, shape: tuple[int, ...], name: str) -> Op:
         mean = m.mean.to(f64).expand(c).clone() if m.mean.numel() == 1 else m.mean.to(f64).clone()
         std = m.std.to(f64).expand(c).clone() if m.std.numel() == 1 else m.std.to(f64).clone()
         return NormalizeOp(mean, std, shape)
-    if isinstance(m, (nn.Identity, nn.Dropout)):
-        raise UnsupportedLayerError(f"{name}: remove {type(m).__name__} before conversion")
+    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        if m.running_mean is None or m.running_var is None:
+            raise UnsupportedLayerError(f"{name}: needs running statistics (track_running_stats=True)")
+        c = m.num_features
+        if not shape or shape[0] != c:
+            raise ValueError(f"{name}: {c} features for input shape {shape}")
+        gamma = m.weight.detach() if m.weight is not None else torch.ones(c)
+        beta = m.bias.detach() if m.bias is not None else torch.zeros(c)
+        return ChannelAffineOp.batch_norm(gamma, beta, m.running_mean, m.running_var, float(m.eps), shape)
+    if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+        if len(shape) != 3:
+            raise ValueError(f"{name}: expects input (C, H, W), gets shape {shape}")
+        if isinstance(m, nn.AdaptiveAvgPool2d):
+            out = _pair(m.output_size)
+            out = tuple(shape[1 + i] if o is None else o for i, o in enumerate(out))
+            if shape[1] % out[0] or shape[2] % out[1]:
+                raise UnsupportedLayerError(f"{name}: output size {out} must divide the input {shape[1:]}")
+            k = (shape[1] // out[0], shape[2] // out[1])
+            return AvgPoolOp(k, k, (0, 0), True, shape)
+        if m.divisor_override is not None:
+            raise UnsupportedLayerError(f"{name}: divisor_override is not supported")
+        k, pad = _pair(m.kernel_size), _pair(m.padding)
+        s = _pair(m.stride) if m.stride is not None else k
+        op = AvgPoolOp(k, s, pad, bool(m.count_include_pad), shape)
+        if m.ceil_mode and tuple(m(torch.zeros((1,) + shape)).shape[1:]) != op.out_shape:
+            raise UnsupportedLayerError(f"{name}: ceil_mode=True changes the output shape; use ceil_mode=False")
+        return op
+    if isinstance(m, (nn.ZeroPad2d, nn.ConstantPad2d)):
+        if isinstance(m, nn.ConstantPad2d) and m.value != 0:
+            raise UnsupportedLayerError(f"{name}: only zero padding is affine-free of the data; value {m.value}")
+        if len(shape) != 3:
+            raise ValueError(f"{name}: expects input (C, H, W), gets shape {shape}")
+        left, right, top, bottom = m.padding
+        return PadOp(((0, 0), (top, bottom), (left, right)), shape)
     raise UnsupportedLayerError(
-        f"unsupported layer {name}: a ReluNetwork accepts Linear, Conv2d, ReLU, Flatten and Normalize"
-        " (fold BatchNorm into the preceding layer first)"
+        f"unsupported layer {name}: {_TORCH_HINTS.get(type(m).__name__, _TORCH_HINT)}"
     )
 
 
-def _op_to_torch_module(op: Op) -> nn.Module:
-    if isinstance(op, DenseOp):
-        lin = nn.Linear(op.weight.shape[1], op.weight.shape[0]).double()
-        lin.weight.data.copy_(op.weight)
-        lin.bias.data.copy_(op.bias)
-        return lin
-    if isinstance(op, ConvOp):
-        cout, cin, kh, kw = op.weight.shape
-        conv = nn.Conv2d(cin, cout, (kh, kw), op.stride, op.padding).double()
-        conv.weight.data.copy_(op.weight)
-        conv.bias.data.copy_(op.bias)
-        return conv
-    if isinstance(op, FlattenOp):
-        return nn.Flatten()
-    if isinstance(op, NormalizeOp):
-        return Normalize(op.mean.tolist(), op.std.tolist()).double()
-    if isinstance(op, (ReshapeOp, ElementwiseOp)):
-        return _OpModule(op)
-    raise TypeError(type(op))
+_TORCH_HINT = (
+    "a ReluNetwork accepts Linear, Conv2d, ReLU, Flatten, Normalize, BatchNorm1d/2d, AvgPool2d, "
+    "AdaptiveAvgPool2d, ZeroPad2d, Identity, Dropout and a final Softmax/LogSoftmax; remove the layer or "
+    "fold it into an adjacent linear layer"
+)
+_TORCH_HINTS = {
+    "Sigmoid": "the verifier is exact for piecewise-linear ReLU networks and does not approximate Sigmoid; "
+    "retrain with ReLU",
+    "Tanh": "the verifier is exact for piecewise-linear ReLU networks and does not approximate Tanh; "
+    "retrain with ReLU",
+    "MaxPool2d": "max pooling is not supported yet; replace it by AvgPool2d or a strided Conv2d and retrain",
+}
 
 
-class _OpModule(nn.Module):
-    """Wraps an op without a torch counterpart (ONNX reshape, elementwise affine)."""
+def split_output_activation(ops: list, policy: SoftmaxPolicy | str, where: str):
+    """``(ops without a final Softmax/LogSoftmax, the one dropped or None)``; raises under ``REFUSE``."""
+    policy = SoftmaxPolicy(policy)
+    if not ops or ops[-1][0] != "softmax":
+        return ops, None
+    kind = ops[-1][1]
+    if policy is SoftmaxPolicy.REFUSE:
+        raise UnsupportedLayerError(
+            f"{where} ends with {kind.value}: outputs after it are not piecewise linear. It does not change "
+            "the argmax, so for classification properties load it with softmax='drop' (the logits are then "
+            "verified); for properties on the raw output values export the model without it"
+        )
+    return ops[:-1], kind
 
-    def __init__(self, op: Op):
-        super().__init__()
-        self.op = op
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op.apply(x)
+def _pair(v) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)

@@ -16,6 +16,7 @@ mode; :func:`write_result` writes the answer in the VNN-COMP format.
 from __future__ import annotations
 
 import enum
+import gzip
 import itertools
 import math
 import re
@@ -32,7 +33,7 @@ from .milp import OutputSpec, VerificationStatus
 from .network import ReluNetwork
 
 __all__ = ["VnnlibError", "read_vnnlib", "VnnVerdict", "VnnResult", "verify_vnnlib", "write_result",
-           "format_counterexample"]
+           "format_counterexample", "check_output_activation", "apply_output_activation"]
 
 
 class VnnlibError(ValueError):
@@ -142,7 +143,11 @@ def _atoms(formula, declared) -> list[list[tuple[dict, float, bool]]]:
 def read_vnnlib(path_or_text) -> list[tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]]:
     """``[(box, [(mat, rhs), ...]), ...]``: the unsafe set is the union over the list of
     ``{X in box, mat @ Y <= rhs}`` for any of the pairs.  ``box`` has shape (num_inputs, 2)."""
-    text = Path(path_or_text).read_text() if _is_path(path_or_text) else str(path_or_text)
+    if _is_path(path_or_text):
+        path = Path(path_or_text)
+        text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    else:
+        text = str(path_or_text)
     declared: set[str] = set()
     asserts = []
     for expr in _sexprs(_tokens(text)):
@@ -214,6 +219,52 @@ def _count(declared: set[str], kind: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------
+# A final Softmax / LogSoftmax left out of the network
+# ---------------------------------------------------------------------------------------------------
+
+def check_output_activation(prop, dropped) -> None:
+    """Raise :class:`VnnlibError` unless the property means the same on the logits as on the outputs of
+    the dropped final activation (an :class:`~lsub_helpers.network.OutputActivation` or None).
+
+    LogSoftmax subtracts one number from every output, so a row whose coefficients sum to zero has the same
+    value on both.  Softmax keeps only the order of the outputs: a row ``a (Y_i - Y_j) <= 0`` (``a > 0``)
+    is the same statement on both; anything else (a threshold on a probability, ...) is refused.
+    """
+    from .network import OutputActivation
+
+    if dropped is None:
+        return
+    if not isinstance(prop, list):
+        prop = read_vnnlib(prop)
+    for _, disjuncts in prop:
+        for mat, rhs in disjuncts:
+            for row, r in zip(mat, rhs):
+                if dropped is OutputActivation.LOG_SOFTMAX:
+                    ok = abs(row.sum()) <= 1e-12 * max(1.0, np.abs(row).max())
+                else:
+                    nz = row[row != 0]
+                    ok = r == 0 and nz.size == 2 and nz.max() == -nz.min()
+                if not ok:
+                    raise VnnlibError(
+                        f"the network ends with {dropped.value}, which was left out to verify the logits, but the "
+                        f"property constrains its raw output values (row {row.tolist()} <= {r}); only comparisons "
+                        "between outputs are kept by it. Export the network without the final activation and "
+                        "state the property on the logits"
+                    )
+
+
+def apply_output_activation(y: np.ndarray, dropped) -> np.ndarray:
+    """The outputs of the original network from its logits (float64)."""
+    from .network import OutputActivation
+
+    if dropped is None:
+        return y
+    t = torch.as_tensor(np.asarray(y, dtype=np.float64)).reshape(1, -1)
+    out = torch.softmax(t, 1) if dropped is OutputActivation.SOFTMAX else torch.log_softmax(t, 1)
+    return out.numpy().reshape(np.shape(y))
+
+
+# ---------------------------------------------------------------------------------------------------
 # Verification
 # ---------------------------------------------------------------------------------------------------
 
@@ -224,6 +275,7 @@ class VnnVerdict(str, enum.Enum):
     UNSAT = "unsat"  # proven: no input of the box reaches it
     TIMEOUT = "timeout"
     UNKNOWN = "unknown"
+    ERROR = "error"  # the instance could not be run (bad input, a crash): written by the command-line runners
 
     def __str__(self) -> str:
         return self.value

@@ -100,9 +100,11 @@ def test_to_torch_roundtrip():
     [
         (nn.Sequential(nn.Linear(4, 3), nn.Sigmoid(), nn.Linear(3, 2)), "Sigmoid at position 1"),
         (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2)), "MaxPool2d at position 2"),
-        (nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.ReLU(), nn.Linear(3, 2)), "BatchNorm1d"),
+        (nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)), "does not approximate Tanh"),
         (nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.ReLU(), nn.Linear(3, 2)), "two ReLUs"),
-        (nn.Sequential(nn.Linear(4, 3), nn.ReLU()), "must end with an affine"),
+        (nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2), nn.Softmax(dim=1)), "softmax='drop'"),
+        (nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1), nn.Linear(3, 2)), "only be the last layer"),
+        (nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2), nn.LeakyReLU()), "LeakyReLU at position 3"),
     ],
 )
 def test_unsupported_layers_are_named(bad, fragment):
