@@ -6,9 +6,7 @@ hidden layers' rows and columns: affine neurons composed away, unstable ReLUs wi
 
 from __future__ import annotations
 
-import enum
 import math
-import weakref
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -16,6 +14,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from . import bounds as bounds_mod
+from .bounds import BoundMethod
 from .network import ReluNetwork
 
 _F64 = np.float64
@@ -25,12 +25,7 @@ _INF = math.inf
 _BOUND_SLACK = 1e-9
 
 
-class BoundsMethod(enum.Enum):
-    """Pre-activation bounds for the big-M constants (``lsub_helpers.bounds``)."""
-
-    IBP = "ibp"
-    CROWN = "crown"
-    FASTLIN_IBP = "fastlin_ibp"
+BoundsMethod = BoundMethod  # the bound methods the MILP takes its big-M constants from (one enum: bounds.py's)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -119,19 +114,6 @@ def _as_numpy_bounds(bounds) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     return tuple(out)
 
 
-_STAGE_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _stage_arrays(stage) -> tuple[sp.csr_matrix, np.ndarray]:
-    """A stage's sparse float64 weight and bias, computed once per (immutable) stage: a substitute shares
-    its stages with the original network, and a bisection asks for them at every eps."""
-    got = _STAGE_CACHE.get(stage)
-    if got is None:
-        got = (sp.csr_matrix(stage.sparse_weight(), dtype=_F64), np.asarray(stage.bias, dtype=_F64).reshape(-1))
-        _STAGE_CACHE[stage] = got
-    return got
-
-
 @dataclass(frozen=True, eq=False)
 class _Mats:
     """The network as sparse float64 matrices (computed once per top-level call)."""
@@ -144,7 +126,7 @@ class _Mats:
 
     @staticmethod
     def of(net: ReluNetwork) -> "_Mats":
-        ws, bs = zip(*(_stage_arrays(s) for s in net.stages))
+        ws, bs = zip(*(s.sparse_arrays for s in net.stages))
         rep = tuple(np.asarray(a.replaced, dtype=bool) for a in net.activations)
         slo = tuple(np.asarray(a.slope, dtype=_F64) for a in net.activations)
         off = tuple(np.asarray(a.offset, dtype=_F64) for a in net.activations)
@@ -167,39 +149,29 @@ def _interval_step(w: sp.csr_matrix, b: np.ndarray, lo: np.ndarray, hi: np.ndarr
 
 
 def interval_bounds(net: ReluNetwork, lower, upper, *, _mats: _Mats | None = None) -> LayerBounds:
-    """Interval arithmetic (IBP) on the box ``[lower, upper]``: the simplest valid bounds."""
-    mats = _mats or _Mats.of(net)
-    lo = np.asarray(lower, dtype=_F64).reshape(-1)
-    hi = np.asarray(upper, dtype=_F64).reshape(-1)
-    pre = []
-    for k in range(len(mats.replaced)):
-        zl, zh = _interval_step(mats.weights[k], mats.biases[k], lo, hi)
-        pre.append((zl, zh))
-        lo, hi = mats.activation_range(k, zl, zh)
-    return LayerBounds(tuple(pre), "ibp")
+    """Interval arithmetic (IBP) on the box ``[lower, upper]``: the simplest valid bounds
+    (:func:`lsub_helpers.bounds.ibp_box`, as float64 numpy)."""
+    return compute_bounds(net, lower, upper, BoundMethod.IBP)
 
 
-def compute_bounds(net: ReluNetwork, lower, upper, method: BoundsMethod | str = BoundsMethod.CROWN, *,
+def compute_bounds(net: ReluNetwork, lower, upper, method: BoundMethod | str = BoundMethod.CROWN, *,
                    spec: np.ndarray | None = None) -> LayerBounds:
-    """Pre-activation bounds on the box by ``method`` (``lsub_helpers.bounds``), as float64 numpy.
+    """Pre-activation bounds on the box by ``method`` (:mod:`lsub_helpers.bounds`), as float64 numpy.
 
     The result is intersected with interval arithmetic, so it is never looser than IBP.  With ``spec``
     (a ``(k, num_classes)`` matrix), ``output`` holds bounds of ``spec @ f(x)`` by the same method.
     """
-    method = BoundsMethod(method)
-    mats = _Mats.of(net)
-    ibp = interval_bounds(net, lower, upper, _mats=mats)
-    if method is BoundsMethod.IBP and spec is None:
-        return ibp
-    from . import bounds as bounds_mod
-
-    fn = {BoundsMethod.IBP: bounds_mod.ibp_box, BoundsMethod.CROWN: bounds_mod.crown_box,
-          BoundsMethod.FASTLIN_IBP: bounds_mod.fastlin_ibp_box}[method]
+    method = BoundMethod(method)
     lower_t = torch.as_tensor(np.asarray(lower, dtype=_F64)).reshape(net.input_shape)
     upper_t = torch.as_tensor(np.asarray(upper, dtype=_F64)).reshape(net.input_shape)
     spec_t = None if spec is None else torch.as_tensor(np.atleast_2d(np.asarray(spec, dtype=_F64)))
+    ibp = _as_numpy_bounds(bounds_mod.ibp_box(net, lower_t, upper_t))
+    if method is BoundMethod.IBP and spec is None:
+        return LayerBounds(ibp, method.value)
+    fn = {BoundMethod.IBP: bounds_mod.ibp_box, BoundMethod.CROWN: bounds_mod.crown_box,
+          BoundMethod.FASTLIN: bounds_mod.fastlin_box, BoundMethod.FASTLIN_IBP: bounds_mod.fastlin_ibp_box}[method]
     got = fn(net, lower_t, upper_t, spec=spec_t)
-    pre = tuple((np.maximum(a, c), np.minimum(b, d)) for (a, b), (c, d) in zip(_as_numpy_bounds(got), ibp.pre_activation))
+    pre = tuple((np.maximum(a, c), np.minimum(b, d)) for (a, b), (c, d) in zip(_as_numpy_bounds(got), ibp))
     out = None
     if spec is not None:
         out = tuple(np.asarray(t.detach().cpu().numpy(), dtype=_F64).reshape(-1) for t in got.output)

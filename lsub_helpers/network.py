@@ -147,6 +147,14 @@ class AffineStage:
         w = self.weight.numpy()
         return sp.csr_matrix(w)
 
+    @functools.cached_property
+    def sparse_arrays(self):
+        """``(weight as float64 csr_matrix, bias as float64 numpy)``, computed once per (immutable) stage: the
+        MILP asks for them at every eps of a bisection, and a substitute shares its stages with the original."""
+        import scipy.sparse as sp
+
+        return sp.csr_matrix(self.sparse_weight(), dtype=np.float64), np.asarray(self.bias, dtype=np.float64).reshape(-1)
+
 
 @dataclass(frozen=True, eq=False)
 class Activation:
