@@ -60,7 +60,7 @@ def machine() -> str:
         import highspy
         import pyomo
 
-        from lsub_helpers.milp_lp import new_highs
+        from lsub_helpers.milp import new_highs
 
         versions += [f"Pyomo {pyomo.__version__}", f"HiGHS {new_highs().version()}"]
     except ImportError:

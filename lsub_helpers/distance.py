@@ -332,7 +332,7 @@ def _direct(net, x0f, label, adv: _AttackPoint, budget: Budget, opts: SolveOptio
     radius = _domain_radius(x0f, bopts.domain)
     cap0 = min(adv.distance, radius) if adv.distance is not None else radius
     lower, upper = milp.input_box(x0f, cap0, bopts.domain)
-    mats = milp._Mats.of(net)
+    mats = milp.StageMatrices.of(net)
     targets = [t for t in range(net.num_classes) if t != label]
     specs = [OutputSpec.misclassified_as(label, t, net.num_classes) for t in targets]
     b, cand, bounds_time = screen(net, lower, upper, specs, bopts, opts.threads, budget, mats)

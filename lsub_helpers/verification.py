@@ -112,14 +112,14 @@ def screen(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], bopts: "
     """Bounds on the box and the specs they cannot rule out, most promising first:
     ``(bounds, order of spec indices, seconds)``.  LP tightening and screening LPs draw on ``budget``."""
     tb = time.perf_counter()
-    mats = mats or milp._Mats.of(net)
+    mats = mats or milp.StageMatrices.of(net)
     how = ScreenMethod(bopts.screen)
     tighten = min(bopts.tighten_lp, max(budget.left(), 0.0)) if bopts.tighten_lp else 0.0
     b, _ = prepare_bounds(net, lower, upper, bounds=bopts.bounds, tighten_lp=tighten, threads=threads,
                           specs=list(specs) if how is not ScreenMethod.NONE else None, _mats=mats)
     lbs = milp.spec_lower_bounds(net, lower, upper, b, list(specs), screen=how.value, row_lower=_row_lower(b, specs),
                                  threads=threads, time_limit=max(min(SCREEN_LP_S, budget.left()), 1e-3), _mats=mats)
-    order = [int(j) for j in np.argsort(lbs, kind="stable") if not milp._unreachable(lbs[j], specs[j])]
+    order = [int(j) for j in np.argsort(lbs, kind="stable") if not milp.unreachable(lbs[j], specs[j])]
     return b, order, time.perf_counter() - tb
 
 
@@ -160,7 +160,7 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
     counterexample.  ``opts.time_limit`` is per optimisation run; everything draws on ``budget``.
     """
     t0 = time.perf_counter()
-    mats = mats or milp._Mats.of(net)
+    mats = mats or milp.StageMatrices.of(net)
     b, order, bounds_time = screen(net, lower, upper, specs, bopts, opts.threads, budget, mats)
     stop_early = verdict_only and opts.solver in _HIGHS
     runs: list[SpecRun] = []

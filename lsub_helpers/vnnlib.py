@@ -310,7 +310,7 @@ def verify_vnnlib(net: ReluNetwork, prop, *, time_limit: float = 60.0, bounds="c
     budget = Budget(time_limit)
     if not isinstance(prop, list):
         prop = read_vnnlib(prop)
-    mats = milp._Mats.of(net)
+    mats = milp.StageMatrices.of(net)
     opts = SolveOptions(threads=threads, time_limit=None, mip_rel_gap=None)
     bopts = BoundOptions(bounds=bounds, tighten_lp=tighten_lp, domain=None)
     runs = []

@@ -303,7 +303,9 @@ def test_direct_distance_with_an_unverifiable_optimum_is_unknown_not_infinite(mo
         return dataclasses.replace(chk, valid=False)
 
     real_check = milp.check_counterexample
-    monkeypatch.setattr(milp, "check_counterexample", never_valid)
+    from lsub_helpers.milp import model as milp_model
+
+    monkeypatch.setattr(milp_model, "check_counterexample", never_valid)
     d = boundary_distance(net, x0, label, method="direct", attack=False, mip_rel_gap=1e-9)
     assert any(r.solver_status is SolverStatus.OPTIMAL for r in d.runs)  # the path: optimal, point rejected
     assert d.status is DistanceStatus.UNKNOWN and d.value is None and d.counterexample is None

@@ -91,7 +91,6 @@ def code_commit() -> str | None:
 def run_metadata(commit: str | None = None) -> dict:
     """Where and with what a record was computed: code commit (``commit``, else :func:`code_commit` now),
     machine, date and library versions."""
-    import highspy  # noqa: F401  (its version below)
     import torch
     from importlib.metadata import PackageNotFoundError, version
 

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from .milp_encoding import _F64, _INF
-from .milp_lp import _pass_lp, new_highs
+from .encoding import _F64, _INF
+from .lp import _pass_lp, new_highs
 
 if TYPE_CHECKING:
-    from .milp import MilpModel
+    from .model import MilpModel
 
 
 class SolverStatus(enum.Enum):
@@ -123,7 +123,6 @@ def _apply_highs_options(h, time_limit, threads, mip_rel_gap, objective_bound, o
 
 
 def _solve_highs(model, time_limit, threads, mip_rel_gap, objective_bound, objective_target, options, tee):
-    import highspy
     from pyomo.repn.plugins.standard_form import LinearStandardFormCompiler
 
     t0 = time.perf_counter()

@@ -11,10 +11,10 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from .milp_encoding import (_F64, _INF, LayerBounds, OutputSpec, _as_numpy_bounds, _encode_hidden, _Hidden,
-                            _interval_step, _Mats,
+from .encoding import (_F64, _INF, LayerBounds, OutputSpec, _as_numpy_bounds, _encode_hidden, _Hidden,
+                            _interval_step, StageMatrices,
                             _output_rows, unstable_counts)
-from .network import ReluNetwork
+from ..network import ReluNetwork
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -126,7 +126,7 @@ class TighteningReport:
 
 
 def tighten_bounds_lp(net: ReluNetwork, lower, upper, bounds, *, time_limit: float = 60.0, threads: int = 1,
-                      _mats: _Mats | None = None) -> tuple[LayerBounds, TighteningReport]:
+                      _mats: StageMatrices | None = None) -> tuple[LayerBounds, TighteningReport]:
     """Tighten the bounds of every unstable neuron by two LPs (min and max of its pre-activation over the
     LP relaxation of the layers before it, which already use the tightened bounds), layer by layer.
 
@@ -135,7 +135,7 @@ def tighten_bounds_lp(net: ReluNetwork, lower, upper, bounds, *, time_limit: flo
     loosened by ``1e-7 (1 + |b|)`` against the LP solver's tolerances before it is used.
     """
     t0 = time.perf_counter()
-    mats = _mats or _Mats.of(net)
+    mats = _mats or StageMatrices.of(net)
     lower = np.asarray(lower, dtype=_F64).reshape(-1)
     upper = np.asarray(upper, dtype=_F64).reshape(-1)
     pre = [(lo.copy(), hi.copy()) for lo, hi in _as_numpy_bounds(bounds)]
@@ -184,7 +184,7 @@ def tighten_bounds_lp(net: ReluNetwork, lower, upper, bounds, *, time_limit: flo
 
 def spec_lower_bounds(net: ReluNetwork, lower, upper, bounds, specs: Sequence[OutputSpec], *, screen: str = "lp",
                       row_lower: np.ndarray | None = None, threads: int = 1, time_limit: float = 30.0,
-                      _mats: _Mats | None = None) -> np.ndarray:
+                      _mats: StageMatrices | None = None) -> np.ndarray:
     """A lower bound on the violation ``min_x max_k (C f(x) - d)_k`` of each spec over the box.
 
     Interval arithmetic on the last affine layer first; where that cannot show the spec unreachable, the LP
@@ -197,7 +197,7 @@ def spec_lower_bounds(net: ReluNetwork, lower, upper, bounds, specs: Sequence[Ou
         raise ValueError(f"screen must be 'lp', 'interval' or 'none', got {screen!r}")
     if screen == "none":
         return np.full(len(specs), -_INF)
-    mats = _mats or _Mats.of(net)
+    mats = _mats or StageMatrices.of(net)
     pre = _as_numpy_bounds(bounds)
     lower = np.asarray(lower, dtype=_F64).reshape(-1)
     upper = np.asarray(upper, dtype=_F64).reshape(-1)
@@ -214,7 +214,7 @@ def spec_lower_bounds(net: ReluNetwork, lower, upper, bounds, specs: Sequence[Ou
         for j, spec in enumerate(specs):
             out[j] = max(out[j], float(np.max(row_lower[start:start + spec.num_rows])))
             start += spec.num_rows
-    need = [j for j, s in enumerate(specs) if not _unreachable(out[j], s)]
+    need = [j for j, s in enumerate(specs) if not unreachable(out[j], s)]
     if screen == "lp" and need:
         t0 = time.perf_counter()
         hidden = _encode_hidden(mats, pre, lower, upper, len(pre))
@@ -241,5 +241,5 @@ def spec_lower_bounds(net: ReluNetwork, lower, upper, bounds, specs: Sequence[Ou
     return out
 
 
-def _unreachable(lower_bound: float, spec: OutputSpec) -> bool:
+def unreachable(lower_bound: float, spec: OutputSpec) -> bool:
     return lower_bound > 0 or (spec.strict and lower_bound >= 0)

@@ -46,36 +46,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .milp_encoding import (_BOUND_SLACK, _F64, _INF, BoundsMethod, LayerBounds, OutputSpec, _as_numpy_bounds,  # noqa: F401
-                            _Builder, _encode_hidden, _Mats, _output_rows, _split, _split_layer, compute_bounds,
-                            input_box, interval_bounds, unstable_counts)
-from .milp_lp import (TighteningReport, _highs, _pass_lp, _unreachable, spec_lower_bounds,  # noqa: F401
-                      tighten_bounds_lp)
-from .milp_solve import SAFE_HIGHS_OPTIONS, SolveResult, SolverStatus, solve_model  # noqa: F401
-from .network import ReluNetwork
+from .encoding import _F64, _INF, OutputSpec, StageMatrices, _as_numpy_bounds, _Builder, _encode_hidden, _output_rows
+from .lp import _highs, _pass_lp
+from .solve import SolveResult, SolverStatus
+from ..network import ReluNetwork
 
-__all__ = [
-    "BoundsMethod",
-    "Objective",
-    "SolverStatus",
-    "VerificationStatus",
-    "OutputSpec",
-    "LayerBounds",
-    "TighteningReport",
-    "MilpModel",
-    "SolveResult",
-    "Check",
-    "interval_bounds",
-    "compute_bounds",
-    "tighten_bounds_lp",
-    "build_model",
-    "solve_model",
-    "check_counterexample",
-    "interpret",
-    "input_box",
-    "spec_lower_bounds",
-    "unstable_counts",
-]
+__all__ = ["Objective", "VerificationStatus", "MilpModel", "Check", "build_model", "check_counterexample", "interpret"]
 
 
 class Objective(enum.Enum):
@@ -172,7 +148,7 @@ def build_model(
     radius: float | None = None,
     margin_tol: float = 0.0,
     compose_affine: bool = True,
-    _mats: _Mats | None = None,
+    _mats: StageMatrices | None = None,
 ) -> MilpModel:
     """The MILP of Appendix A.2 on the input box ``[lower, upper]`` with pre-activation ``bounds``.
 
@@ -188,7 +164,7 @@ def build_model(
     t0 = time.perf_counter()
     objective = Objective(objective)
     spec = _spec_for(net, spec, label, target)
-    mats = _mats or _Mats.of(net)
+    mats = _mats or StageMatrices.of(net)
     lower = np.asarray(lower, dtype=_F64).reshape(-1).copy()
     upper = np.asarray(upper, dtype=_F64).reshape(-1).copy()
     if lower.size != net.input_size or upper.size != net.input_size or np.any(lower > upper):
@@ -364,7 +340,7 @@ def _region_lp(net: ReluNetwork, model: MilpModel, x: np.ndarray, *, margin: flo
     DISTANCE model the spec must hold with slack ``margin`` so that the float64 re-check accepts the point
     (this moves the distance by about ``margin / ||grad||_1``).
     """
-    mats = _Mats.of(net)
+    mats = StageMatrices.of(net)
     lower, upper = model.lower, model.upper
     x = np.minimum(np.maximum(np.asarray(x, dtype=_F64).reshape(-1), lower), upper)
     n0 = x.size

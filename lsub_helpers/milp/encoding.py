@@ -14,9 +14,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from . import bounds as bounds_mod
-from .bounds import BoundMethod
-from .network import ReluNetwork
+from .. import bounds as bounds_mod
+from ..bounds import BoundMethod
+from ..network import ReluNetwork
 
 _F64 = np.float64
 _INF = math.inf
@@ -115,7 +115,7 @@ def _as_numpy_bounds(bounds) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
 
 
 @dataclass(frozen=True, eq=False)
-class _Mats:
+class StageMatrices:
     """The network as sparse float64 matrices (computed once per top-level call)."""
 
     weights: tuple[sp.csr_matrix, ...]
@@ -125,12 +125,12 @@ class _Mats:
     offset: tuple[np.ndarray, ...]
 
     @staticmethod
-    def of(net: ReluNetwork) -> "_Mats":
+    def of(net: ReluNetwork) -> "StageMatrices":
         ws, bs = zip(*(s.sparse_arrays for s in net.stages))
         rep = tuple(np.asarray(a.replaced, dtype=bool) for a in net.activations)
         slo = tuple(np.asarray(a.slope, dtype=_F64) for a in net.activations)
         off = tuple(np.asarray(a.offset, dtype=_F64) for a in net.activations)
-        return _Mats(ws, bs, rep, slo, off)
+        return StageMatrices(ws, bs, rep, slo, off)
 
     def activation_range(self, k: int, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Range of the (possibly substituted) activation of layer ``k`` on ``[lo, hi]``."""
@@ -148,7 +148,7 @@ def _interval_step(w: sp.csr_matrix, b: np.ndarray, lo: np.ndarray, hi: np.ndarr
     return c - r, c + r
 
 
-def interval_bounds(net: ReluNetwork, lower, upper, *, _mats: _Mats | None = None) -> LayerBounds:
+def interval_bounds(net: ReluNetwork, lower, upper, *, _mats: StageMatrices | None = None) -> LayerBounds:
     """Interval arithmetic (IBP) on the box ``[lower, upper]``: the simplest valid bounds
     (:func:`lsub_helpers.bounds.ibp_box`, as float64 numpy)."""
     return compute_bounds(net, lower, upper, BoundMethod.IBP)
@@ -178,7 +178,7 @@ def compute_bounds(net: ReluNetwork, lower, upper, method: BoundMethod | str = B
     return LayerBounds(pre, method.value, out)
 
 
-def _split_layer(mats: _Mats, k: int, lo: np.ndarray, hi: np.ndarray):
+def _split_layer(mats: StageMatrices, k: int, lo: np.ndarray, hi: np.ndarray):
     """(const, linear, relu) masks of layer ``k``: constant on the box (stable inactive, or replaced with
     slope 0), affine in its pre-activation (stable active, or replaced), or an unstable ReLU."""
     rep = mats.replaced[k]
@@ -188,13 +188,13 @@ def _split_layer(mats: _Mats, k: int, lo: np.ndarray, hi: np.ndarray):
     return const, linear, relu
 
 
-def _split(bounds: Sequence[tuple[np.ndarray, np.ndarray]], mats: _Mats):
+def _split(bounds: Sequence[tuple[np.ndarray, np.ndarray]], mats: StageMatrices):
     return [_split_layer(mats, k, lo, hi) for k, (lo, hi) in enumerate(bounds)]
 
 
 def unstable_counts(net_or_mats, bounds) -> tuple[int, ...]:
     """Unstable, not replaced neurons per layer (= binaries of the MILP)."""
-    mats = net_or_mats if isinstance(net_or_mats, _Mats) else _Mats.of(net_or_mats)
+    mats = net_or_mats if isinstance(net_or_mats, StageMatrices) else StageMatrices.of(net_or_mats)
     pre = bounds if isinstance(bounds, tuple) and bounds and isinstance(bounds[0], tuple) else _as_numpy_bounds(bounds)
     return tuple(int(r.sum()) for _, _, r in _split(pre, mats))
 
@@ -269,7 +269,7 @@ class _Hidden:
     layers: tuple[dict, ...]  # per layer: const/linear/relu masks, z/y/q columns
 
 
-def _encode_hidden(mats: _Mats, bounds, lower: np.ndarray, upper: np.ndarray, n_layers: int,
+def _encode_hidden(mats: StageMatrices, bounds, lower: np.ndarray, upper: np.ndarray, n_layers: int,
                    compose_affine: bool = True) -> _Hidden:
     """Rows and columns of the first ``n_layers`` layers.
 
@@ -342,7 +342,7 @@ def _encode_hidden(mats: _Mats, bounds, lower: np.ndarray, upper: np.ndarray, n_
     return _Hidden(b, P, q, xcols, tuple(layers))
 
 
-def _output_rows(mats: _Mats, hidden: _Hidden, stage: int, mat: np.ndarray | sp.spmatrix) -> tuple[sp.csr_matrix, np.ndarray]:
+def _output_rows(mats: StageMatrices, hidden: _Hidden, stage: int, mat: np.ndarray | sp.spmatrix) -> tuple[sp.csr_matrix, np.ndarray]:
     """``mat @ (W_stage (P v + q) + b_stage)`` as ``G v + g0``."""
     w, bias = mats.weights[stage], mats.biases[stage]
     mw = sp.csr_matrix(mat) @ w
