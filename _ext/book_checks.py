@@ -60,6 +60,21 @@ def check_outputs(app, doctree: nodes.document) -> None:
                            type="lsub", subtype="output_content")
 
 
+def dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
+    """Drop repeated identical <script> entries.  sphinx-thebe 0.3.1 registers its inline configuration
+    (``const THEBE_JS_URL = ...``) twice under Sphinx 7.4, and the second copy is a SyntaxError in the
+    reader's console ("Identifier 'THEBE_JS_URL' has already been declared")."""
+    seen, kept = set(), []
+    for script in context.get("script_files", []):
+        name = getattr(script, "filename", script) or ""  # the copies differ only by None vs ""
+        key = (str(name), tuple(sorted((k, str(v)) for k, v in getattr(script, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            kept.append(script)
+    context["script_files"][:] = kept
+
+
 def setup(app):
     app.connect("doctree-read", check_outputs)
+    app.connect("html-page-context", dedupe_scripts, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}

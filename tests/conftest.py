@@ -23,9 +23,10 @@ BIN = Path(sys.executable).parent
 
 
 def book_env() -> dict:
-    """The environment of a build: this interpreter's environment first on PATH, a headless backend."""
+    """The environment of a build: this interpreter's environment first on PATH.  MPLBACKEND is removed:
+    set (e.g. to Agg) it would replace the kernel's inline backend and no figure would reach a page."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    env.setdefault("MPLBACKEND", "Agg")
+    env.pop("MPLBACKEND", None)
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
 

@@ -288,3 +288,10 @@ def test_intro_papermill_command_runs(tmp_path):
     assert not errors, errors
     params = dict(zip(cmd[4::3], cmd[5::3]))
     assert (tmp_path / params["results"]).read_text().strip(), "no record written"
+
+
+def test_importing_the_package_keeps_the_solver_banner_off_stdout():
+    code = "import lsub_helpers, highspy\nh = highspy.Highs()\nh.setOptionValue('output_flag', False)\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "HiGHS" not in out.stdout and "licence" not in out.stdout, out.stdout
