@@ -81,8 +81,8 @@ PAGE_CHECKS = r"""
     if (!m.querySelector('mjx-container')) { problems.push('formula not typeset: ' + m.textContent.slice(0, 60)); break; }
   }
   if (article.querySelector('mjx-merror')) problems.push('MathJax error: ' + article.querySelector('mjx-merror').textContent.slice(0, 80));
-  // prose text (code blocks and cell sources removed)
-  const clone = article.cloneNode(true);
+  // prose text (code blocks and cell sources removed), the navigation included
+  const clone = document.body.cloneNode(true);
   for (const el of clone.querySelectorAll('pre, code, .cell_input, mjx-container, script, style')) el.remove();
   const text = clone.innerText;
   if (/\\\(|\\\[/.test(text)) problems.push('raw TeX delimiters in the text');
