@@ -230,9 +230,10 @@ def test_built_book_has_its_apparatus(built_book):
         assert f"mybinder.org/v2/gh/{repo}/" in page and f"{name}.md" in page, f"{stem}: no Binder button"
         assert f"colab.research.google.com/github/{repo}/" in page, f"{stem}: no Colab button"
         assert "hub/user-redirect/git-pull" in page, f"{stem}: no JupyterHub button"
-        assert "thebe-launch-button" in page, f"{stem}: no live-code button"
+        assert "btn-launch-thebe" in page and "text/x-thebe-config" in page, f"{stem}: no live-code button"
         assert f'href="{config["repository"]["url"]}"' in page, f"{stem}: no repository button"
-        assert 'class="figure' in page or "<figure" in page, f"{stem}: no numbered figure"
+        if "04_lemma1" not in stem:  # chapter 4 has no figure
+            assert "<figcaption" in page and "Fig. " in page, f"{stem}: no numbered figure with a caption"
         assert "exercise" in page and "solution" in page, f"{stem}: no exercise/solution blocks"
         assert "_static/mathjax/tex-chtml.js" in page and "cdn.jsdelivr" not in page, f"{stem}: MathJax not local"
     assert "Fig. " in pages["book/03_local_substitutes"] and "caption" in pages["book/03_local_substitutes"]
@@ -240,7 +241,7 @@ def test_built_book_has_its_apparatus(built_book):
     refs = (html / "book" / "references.html").read_text()
     for key in ["Tjeng", "MIPVerify", "Wong", "Madry", "Gowal", "Weng", "Zhang", "Huangfu", "Pyomo", "VNN-COMP",
                 "Local Substitute Networks"]:
-        assert key in refs, f"bibliography lacks {key}"
+        assert key.lower() in refs.lower(), f"bibliography lacks {key}"
     assert (html / "_static" / "mathjax" / "tex-chtml.js").exists()
     summary = (html / "book" / "experiments" / "summary.html").read_text()
     assert "<table" in summary
