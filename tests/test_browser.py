@@ -186,3 +186,15 @@ def test_every_page_in_a_browser(built_book):
     assert all(stats[s]["solutions"] >= 2 for s in ["book/01_notation", "book/02_exact_distance",
                                                      "book/03_local_substitutes", "book/04_lemma1"])
     assert len(list(SCREENSHOTS.glob("*.png"))) >= len(stems)
+
+
+def test_without_chromium_the_test_skips_and_says_why(monkeypatch):
+    import _pytest.outcomes
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(_pytest.outcomes.Skipped, match="no chromium on PATH: apt-get install chromium"):
+        browser_or_skip()
+    monkeypatch.setenv("CI", "true")  # in CI a missing browser is a failure, not a skip
+    with pytest.raises(_pytest.outcomes.Failed, match="cannot run in CI"):
+        browser_or_skip()
