@@ -20,6 +20,7 @@ __all__ = [
     "substitute_activations",
     "closest_adversarial_grid",
     "substitute_views",
+    "substitute_grid",
 ]
 
 CLASS_COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3")
@@ -148,23 +149,28 @@ def substitute_views(
     title: str = "",
     local_scale: float = 3.0,
     resolution: int = 250,
+    views: Sequence[str] = ("global", "local"),
 ) -> Sequence[plt.Axes]:
-    """Figure 1 panel pair: global and local view of the substitute ``g`` (filled regions) with the
+    """Figure 1 panels: global and/or local view of the substitute ``g`` (filled regions) with the
     boundary of ``f`` (dashed), the ball of radius ``d_adv``, and the lines to the closest adversarials
-    of ``f`` (black) and ``g`` (red) found on a grid."""
+    of ``f`` (black) and ``g`` (red) found on a grid.  ``views`` picks the panels, one axis each."""
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+        _, axes = plt.subplots(1, len(views), figsize=(4.5 * len(views), 4.2), squeeze=False)
+        axes = axes[0]
     x0n = torch.as_tensor(x0, dtype=torch.float64)
     w = local_scale * d_adv
-    views = [((0.0, 1.0), (0.0, 1.0)), ((x0n[0] - w, x0n[0] + w), (x0n[1] - w, x0n[1] + w))]
+    limits = {"global": ((0.0, 1.0), (0.0, 1.0)),
+              "local": ((x0n[0] - w, x0n[0] + w), (x0n[1] - w, x0n[1] + w))}
     d_f, p_f = closest_adversarial_grid(f, x0n, label, w)
     d_g, p_g = closest_adversarial_grid(g, x0n, label, w)
-    for ax, (xl, yl) in zip(axes, views):
-        xl, yl = tuple(float(v) for v in xl), tuple(float(v) for v in yl)
+    for ax, view in zip(axes, views):
+        xl, yl = (tuple(float(v) for v in lim) for lim in limits[view])
         decision_regions(g, ax, xlim=xl, ylim=yl, resolution=resolution)
         gx, gy, lab_f = grid_predictions(f, xl, yl, resolution)
         ax.contour(gx, gy, lab_f, levels=np.arange(0.5, f.num_classes - 0.5 + 1e-9), colors="k",
                    linestyles="dashed", linewidths=0.8)
+        if view == "global":
+            draw_linf_ball(ax, x0n, w, color="0.2", lw=1.0)  # the region the local view shows
         draw_linf_ball(ax, x0n, d_adv, color="0.3", ls=":")
         ax.plot(*x0n, "k*", ms=11)
         if x_adv is not None:
@@ -173,7 +179,40 @@ def substitute_views(
             ax.plot([x0n[0], p_f[0]], [x0n[1], p_f[1]], "k-", lw=1.5)
         if p_g is not None:
             ax.plot([x0n[0], p_g[0]], [x0n[1], p_g[1]], "r-", lw=1.5)
-    axes[0].set_title(f"{title} global".strip())
-    dg = "none in view" if p_g is None else f"{d_g:.4f}"
-    axes[1].set_title(f"local: d(f)={d_f:.4f}, d(g)={dg}", fontsize=9)
+        if view == "global":
+            ax.set_title(f"{title} global".strip())
+        else:
+            dg = "none in view" if p_g is None else f"{d_g:.4f}"
+            ax.set_title(f"local: d(f)={d_f:.4f}, d(g)={dg}", fontsize=9)
+            ax.locator_params(nbins=3)  # a zoomed view needs few ticks to stay legible
     return axes
+
+
+def substitute_grid(
+    f: ReluNetwork,
+    subs: dict,
+    x0: torch.Tensor,
+    label: int,
+    *,
+    view: str,
+    gammas: Sequence[float],
+    methods: Sequence,
+    resolution: int = 150,
+    panel_size: float = 3.3,
+):
+    """Figure 1 at page width: one view (``"global"`` or ``"local"``) of every substitute
+    ``subs[(method, gamma)]`` (a :class:`~lsub_helpers.pruning.PruneResult`), rows gamma, columns pruner."""
+    fig, axes = plt.subplots(len(gammas), len(methods), figsize=(panel_size * len(methods), panel_size * len(gammas)),
+                             squeeze=False, constrained_layout=True)
+    for r, gm in enumerate(gammas):
+        for c, m in enumerate(methods):
+            s = subs[(m, gm)]
+            name = getattr(m, "value", m)
+            substitute_views(f, s.network, x0, label, d_adv=s.d_adv, x_adv=s.x_adv, axes=[axes[r, c]],
+                             views=(view,), resolution=resolution,
+                             title=f"{name}, \u03b3={gm}: {s.num_pruned}/{s.num_hidden} replaced,")
+            if view == "global":
+                axes[r, c].set_title(f"{name}, \u03b3={gm} ({s.num_pruned}/{s.num_hidden} replaced)", fontsize=10)
+            else:
+                axes[r, c].set_title(f"{name}, \u03b3={gm}\n" + axes[r, c].get_title(), fontsize=9)
+    return fig

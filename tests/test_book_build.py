@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from conftest import BIN, ROOT, book_env, build
+
 JUPYTER_BOOK = BIN / "jupyter-book"
 
 # Sphinx warnings that mean a chapter silently did not run or the toc is broken.
@@ -65,19 +65,12 @@ def chapter_source(stem: str, root: Path = ROOT) -> Path:
     raise FileNotFoundError(f"{stem}: listed in _toc.yml but neither .md nor .ipynb exists")
 
 
-def build(source: Path, out: Path) -> subprocess.CompletedProcess:
-    """`jupyter-book build` with this interpreter's environment first on PATH."""
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    env.setdefault("MPLBACKEND", "Agg")
-    return subprocess.run(
-        [str(JUPYTER_BOOK), "build", str(source), "--path-output", str(out), "--builder", "html"],
-        capture_output=True, text=True, env=env, timeout=3600,
-    )
-
-
 def tiny_book(tmp: Path, chapter_name: str, chapter_text: str) -> Path:
     """A one-chapter book in `tmp` using the repository's _config.yml."""
     shutil.copy(ROOT / "_config.yml", tmp / "_config.yml")
+    shutil.copytree(ROOT / "_ext", tmp / "_ext", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp / "book").mkdir(exist_ok=True)
+    shutil.copy(ROOT / "book" / "references.bib", tmp / "book" / "references.bib")
     (tmp / "_toc.yml").write_text(
         f"format: jb-book\nroot: intro\nchapters:\n  - file: {Path(chapter_name).stem}\n"
     )
@@ -118,6 +111,9 @@ def test_toc_chapters_exist_and_text_notebooks_execute():
 
 def test_config_fails_on_cell_errors():
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["sphinx"]["local_extensions"] == {"book_checks": "_ext"}
+    assert config["sphinx"]["config"]["nb_output_stderr"] == "warn"
+    assert "-W" in (ROOT / "Makefile").read_text().split("jupyter-book build . --builder html", 1)[1].splitlines()[0]
     assert config["execute"]["execute_notebooks"] == "force"
     assert config["execute"]["allow_errors"] is False
     assert config["sphinx"]["config"]["nb_execution_raise_on_error"] is True
@@ -134,18 +130,13 @@ def test_toc_files_parser():
 # --- builds (slow) ----------------------------------------------------------------
 
 @pytest.mark.book
-def test_book_builds(tmp_path):
-    # the experiment chapters are papermill runs on embedded data, made before the build (as `make book` does)
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", MPLBACKEND="Agg")
-    pm = subprocess.run([sys.executable, str(ROOT / "notebooks" / "run_experiments.py"), "--set", "default",
-                         "--results-dir", str(tmp_path / "results")],
-                        capture_output=True, text=True, env=env, timeout=3600)
+def test_book_builds(built_book):
+    pm = built_book.papermill
     assert pm.returncode == 0, (pm.stdout + pm.stderr)[-5000:]
     assert list((ROOT / "book" / "experiments" / "default").glob("*.ipynb"))
-    result = build(ROOT, tmp_path)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-5000:]
-    html = tmp_path / "_build" / "html"
+    log = built_book.log
+    assert built_book.result.returncode == 0, "the build failed (with -W a warning fails it):\n" + log[-8000:]
+    html = built_book.html
     assert (html / "index.html").exists()
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     for stem in toc_files(toc):
@@ -181,3 +172,122 @@ def test_chapters_run_in_this_environment(tmp_path):
     result = build(book, tmp_path / "out")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert Path(marker.read_text()).resolve() == Path(sys.prefix).resolve()
+
+
+# --- no error, banner, repr or path reaches a page --------------------------------
+
+def test_output_checks_find_each_problem():
+    sys.path.insert(0, str(ROOT / "_ext"))
+    from book_checks import machine_paths, problems_in
+
+    paths = machine_paths(ROOT)
+    assert problems_in("d_adv = 0.0312\nlayer sizes (32, 32)", paths) == []
+    cases = {
+        "Running HiGHS 1.16.0: Copyright (c) 2026 under MIT licence terms": "a licence banner",
+        "<torch._C.Generator object at 0x7f3a2c1b9d50>": "an object repr",
+        "<lsub_helpers.network.ReluNetwork object at 0x7f00aa>": "an object repr",
+        "Traceback (most recent call last):\n  File ...\nValueError: bad": "a traceback",
+        f"wrote {ROOT / 'x.lp'}": "the machine path",
+    }
+    for text, what in cases.items():
+        found = problems_in(text, paths)
+        assert any(f.startswith(what) for f in found), (text, found)
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("code, expected", [
+    # raised while the figure is drawn, after the cell ran: the case that used to pass silently
+    ('import matplotlib.pyplot as plt\nplt.plot([0, 1])\nplt.xlabel(r"$\\underline a$")\nplt.show()',
+     "error output"),
+    ("import torch\ntorch.manual_seed(0)", "object repr"),
+    ("import sys\nprint('careful', file=sys.stderr)", "stderr was found"),
+])
+def test_bad_output_fails_build(tmp_path, code, expected):
+    (tmp_path / "book").mkdir()
+    book = tiny_book(tmp_path / "book", "bad.md", MYST_HEADER + "# Bad\n\n```{code-cell} python\n" + code + "\n```\n")
+    result = build(book, tmp_path / "out")
+    log = result.stdout + result.stderr
+    assert result.returncode != 0, f"an output with {expected!r} must fail the build:\n" + log[-3000:]
+    assert expected in log, log[-3000:]
+
+
+# --- the book's apparatus -----------------------------------------------------------
+
+CHAPTERS = ["book/01_notation", "book/02_exact_distance", "book/03_local_substitutes", "book/04_lemma1"]
+
+
+@pytest.mark.book
+def test_built_book_has_its_apparatus(built_book):
+    assert built_book.result.returncode == 0, built_book.log[-3000:]
+    html = built_book.html
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    repo = config["repository"]["url"].split("github.com/")[1]
+    pages = {stem: (html / f"{stem}.html").read_text() for stem in CHAPTERS}
+    for stem, page in pages.items():
+        name = stem.split("/")[-1]
+        assert f"_sources/{stem}.ipynb" in page, f"{stem}: no .ipynb download"
+        assert f"_sources/{stem}.md" in page, f"{stem}: no .md download"
+        assert f"mybinder.org/v2/gh/{repo}/" in page and f"{name}.md" in page, f"{stem}: no Binder button"
+        assert f"colab.research.google.com/github/{repo}/" in page, f"{stem}: no Colab button"
+        assert "hub/user-redirect/git-pull" in page, f"{stem}: no JupyterHub button"
+        assert "btn-launch-thebe" in page and "text/x-thebe-config" in page, f"{stem}: no live-code button"
+        assert f'href="{config["repository"]["url"]}"' in page, f"{stem}: no repository button"
+        if "04_lemma1" not in stem:  # chapter 4 has no figure
+            assert "<figcaption" in page and "Fig. " in page, f"{stem}: no numbered figure with a caption"
+        assert "exercise" in page and "solution" in page, f"{stem}: no exercise/solution blocks"
+        assert "_static/mathjax/tex-chtml.js" in page and "cdn.jsdelivr" not in page, f"{stem}: MathJax not local"
+    assert "Fig. " in pages["book/03_local_substitutes"] and "caption" in pages["book/03_local_substitutes"]
+    assert 'class="proof lemma' in pages["book/04_lemma1"] or "lemma-1" in pages["book/04_lemma1"]
+    refs = (html / "book" / "references.html").read_text()
+    for key in ["Tjeng", "MIPVerify", "Wong", "Madry", "Gowal", "Weng", "Zhang", "Huangfu", "Pyomo", "VNN-COMP",
+                "Local Substitute Networks"]:
+        assert key.lower() in refs.lower(), f"bibliography lacks {key}"
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").exists()
+    summary = (html / "book" / "experiments" / "summary.html").read_text()
+    assert "<table" in summary
+
+
+@pytest.mark.book
+def test_launch_buttons_follow_repository_url(tmp_path):
+    """One repository.url drives the repository button and the Binder, JupyterHub and Colab buttons."""
+    (tmp_path / "book").mkdir()
+    book = tiny_book(tmp_path / "book", "nb.md", MYST_HEADER + "# Nb\n\n```{code-cell} python\n1 + 1\n```\n")
+    config = yaml.safe_load((book / "_config.yml").read_text())
+    config["repository"]["url"] = "https://github.com/some-org/some-book"
+    (book / "_config.yml").write_text(yaml.safe_dump(config))
+    result = build(book, tmp_path / "out")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    page = (tmp_path / "out" / "_build" / "html" / "nb.html").read_text()
+    assert "mybinder.org/v2/gh/some-org/some-book/main?urlpath=lab/tree/nb.md" in page
+    assert "colab.research.google.com/github/some-org/some-book/blob/main/nb.md" in page
+    assert "repo=https%3A%2F%2Fgithub.com%2Fsome-org%2Fsome-book" in page or "some-org/some-book" in page
+    assert 'href="https://github.com/some-org/some-book"' in page
+    assert "OWNER" not in page
+
+
+# --- the papermill command of the intro ---------------------------------------------
+
+def intro_papermill_command() -> list[str]:
+    text = (ROOT / "book" / "intro.md").read_text()
+    lines = [line for line in re.findall(r"```bash\n(.*?)```", text, re.S)
+             for line in line.splitlines() if line.startswith("papermill ")]
+    assert len(lines) == 1, lines
+    return lines[0].split()
+
+
+@pytest.mark.book
+def test_intro_papermill_command_runs(tmp_path):
+    """The command shown in the intro, run as written from the root of a clone (here a copy of its notebooks)."""
+    cmd = intro_papermill_command()
+    (tmp_path / "notebooks").symlink_to(ROOT / "notebooks")
+    result = subprocess.run([str(BIN / cmd[0]), *cmd[1:]], cwd=tmp_path, capture_output=True, text=True,
+                            env=book_env(), timeout=1200)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    out = tmp_path / cmd[2]
+    nb = json.loads(out.read_text())
+    errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, errors
+    params = dict(zip(cmd[4::3], cmd[5::3]))
+    assert (tmp_path / params["results"]).read_text().strip(), "no record written"
+
+
