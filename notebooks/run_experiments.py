@@ -18,6 +18,7 @@ committed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -68,13 +69,18 @@ SETS = {
 }
 
 
+def _rel(path: Path) -> str:
+    """``path`` relative to the repository (papermill runs there): no machine path reaches a book page."""
+    return os.path.relpath(Path(path).resolve(), ROOT)
+
+
 def _params(run: dict, args) -> dict:
     params = {k: v for k, v in run.items() if k not in ("name", "data")}
     if args.shared_data is not None:
-        params["shared_root"] = str(args.shared_data / "models")
+        params["shared_root"] = _rel(args.shared_data / "models")
         if "data" in run:
-            params["data_root"] = str(args.shared_data / run["data"])
-    params["results"] = str(args.results_dir / f"{run['name']}.jsonl")
+            params["data_root"] = _rel(args.shared_data / run["data"])
+    params["results"] = _rel(args.results_dir / f"{run['name']}.jsonl")
     for key in ("data_root", "shared_root", "n_anchors", "time_limit"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
@@ -91,6 +97,9 @@ def compute(runs: list[dict], args) -> None:
     jobs = []
     for run in runs:
         p = _params(run, args)
+        for key in ("data_root", "shared_root", "results"):  # relative to the repository, as papermill sees them
+            if p.get(key) is not None:
+                p[key] = str(ROOT / p[key])
         f, xs, ys = load_anchor_data(p["network"], p["dataset"], data_root=p.get("data_root"),
                                      shared_root=p.get("shared_root"))
         if "not_certified_at" in p or "max_d_adv" in p:
