@@ -25,6 +25,7 @@ __all__ = [
     "certificate",
     "DeltaResult",
     "delta_exact",
+    "margin_lower_bound",
 ]
 
 
@@ -272,3 +273,19 @@ def delta_exact(
                 lower_parts.append(max(float(res.bound or 0.0), 0.0))
     lower = min([best] + lower_parts)
     return DeltaResult(lower, best, exact, neuron, n_milps, _time.perf_counter() - t_start)
+
+
+def margin_lower_bound(net: ReluNetwork, x0, label: int, eps: float, target: int, *, time_limit: float = 60.0,
+                       domain=(0.0, 1.0)) -> float:
+    """A sound lower bound on ``V_net(eps) = min over B(x0, eps) of f_label - f_target`` (the quantity Lemma 1
+    is about): CROWN's bound on the margin, raised to the MILP's proven bound when a MILP runs and every
+    one of its runs proves one (bounds alone may already decide the query)."""
+    from .distance import verify
+
+    x0 = torch.as_tensor(x0, dtype=torch.float64)
+    spec = torch.zeros(1, net.num_classes, dtype=torch.float64)
+    spec[0, label], spec[0, target] = 1.0, -1.0
+    lb = float(compute_bounds(net, x0, eps, method=BoundMethod.CROWN, domain=domain, spec=spec).output[0][0])
+    r = verify(net, x0, label, eps, target=target, verdict_only=False, time_limit=time_limit, domain=domain)
+    proven = [run.bound for run in r.runs if run.bound is not None]
+    return max([lb] + ([min(proven)] if proven and len(proven) == len(r.runs) else []))

@@ -41,12 +41,17 @@ def substitute_explorer(
     anchors: torch.Tensor,
     *,
     gammas: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99),
-    gamma0: float = 0.1,
+    gamma0: float = 0.05,
     resolution: int = 200,
 ):
     """A widget with a pruner menu, a gamma slider and an anchor selector that redraws Figure 1's global
-    and local views of the substitute.  Substitutes are computed on demand and cached."""
+    and local views of the substitute.  Substitutes are computed on demand and cached.  ``gamma0`` (Algorithm
+    1's step share) must lie below every gamma of the slider: it is used as given, never adjusted."""
     import ipywidgets as W
+
+    if not gammas or not 0.0 < gamma0 < min(gammas):
+        raise ValueError(f"gamma0 ({gamma0}) must lie in (0, min(gammas)); the smallest gamma is "
+                         f"{min(gammas) if gammas else None}")
 
     anchors = torch.as_tensor(anchors, dtype=torch.float64)
 
@@ -59,7 +64,7 @@ def substitute_explorer(
     @functools.lru_cache(maxsize=None)
     def substitute(i: int, method: str, gamma: float):
         x0, y, adv = attack(i)
-        return prune(f, x0, y, method=method, gamma=gamma, gamma0=min(gamma0, gamma / 2), attack=adv)
+        return prune(f, x0, y, method=method, gamma=gamma, gamma0=gamma0, attack=adv)
 
     def figure(anchor: int, method: str, gamma: float):
         x0, y, adv = attack(anchor)

@@ -1,15 +1,20 @@
-"""Run the code cells of a MyST notebook chapter as one script (quick check while writing a chapter):
+"""Execute one MyST notebook chapter in a kernel and list its error and stderr outputs (a quick check while
+writing a chapter, without building the book):
+
     python tests/run_chapter.py book/03_local_substitutes.md
 """
-import re, sys, matplotlib
-matplotlib.use("Agg")
-text = open(sys.argv[1]).read()
-cells = re.findall(r"```\{code-cell\}[^\n]*\n(.*?)```", text, re.S)
-ns = {}
-import myst_nb
-myst_nb.glue = lambda name, val, display=True: ns.setdefault("_glued", {}).__setitem__(name, val)
-for i, c in enumerate(cells):
-    c = "\n".join(l for l in c.splitlines() if not l.startswith(":tags:"))
-    print(f"--- cell {i}")
-    exec(compile(c, f"cell{i}", "exec"), ns)
-print("glued:", ns.get("_glued"))
+import pathlib
+import sys
+
+import jupytext
+import nbclient
+
+path = pathlib.Path(sys.argv[1]).resolve()
+nb = jupytext.read(path)
+nbclient.NotebookClient(nb, kernel_name="python3", timeout=1200,
+                        resources={"metadata": {"path": str(path.parent)}}).execute()
+bad = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error" or o.get("name") == "stderr"]
+for o in bad:
+    print(o.get("ename") or "stderr", (o.get("evalue") or o.get("text", ""))[:500])
+print(f"{path.name}: {len(bad)} error or stderr outputs")
+sys.exit(1 if bad else 0)

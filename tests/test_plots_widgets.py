@@ -54,3 +54,11 @@ def test_explorer_carries_a_static_view(toy):
     html = bundle["text/html"]
     assert 'src="data:image/png;base64,' in html and "pruner</strong>: linear" in html
     assert " object at 0x" not in bundle["text/plain"] and "interactive(" not in bundle["text/plain"]
+
+
+def test_explorer_refuses_a_step_share_not_below_every_gamma(toy):
+    f, x0, _, _ = toy
+    from lsub_helpers.widgets import substitute_explorer
+
+    with pytest.raises(ValueError, match="gamma0"):
+        substitute_explorer(f, x0[None], gammas=(0.1, 0.5), gamma0=0.1)  # used as given: never shrunk silently
