@@ -214,12 +214,8 @@ class AvgPoolOp:
 # ---------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, eq=False)
-class NormalizeOp:
-    mean: torch.Tensor  # (C,)
-    std: torch.Tensor  # (C,)
-    shape: tuple[int, ...]
-    mixing = False
+class _SameShape:
+    """An op whose output has its input's shape (``shape``)."""
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -228,6 +224,14 @@ class NormalizeOp:
     @property
     def out_shape(self) -> tuple[int, ...]:
         return self.shape
+
+
+@dataclass(frozen=True, eq=False)
+class NormalizeOp(_SameShape):
+    mean: torch.Tensor  # (C,)
+    std: torch.Tensor  # (C,)
+    shape: tuple[int, ...]
+    mixing = False
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         return (x - _channel_view(self.mean, x)) / _channel_view(self.std, x)
@@ -242,7 +246,7 @@ class NormalizeOp:
 
 
 @dataclass(frozen=True, eq=False)
-class ChannelAffineOp:
+class ChannelAffineOp(_SameShape):
     """``scale[c] * x + shift[c]`` per channel (dimension 0 of the shape without batch): batch
     normalisation in its inference form, ``scale = gamma / sqrt(var + eps)``, ``shift = beta - scale * mean``."""
 
@@ -261,14 +265,6 @@ class ChannelAffineOp:
         scale = g / torch.sqrt(v + eps)
         return ChannelAffineOp(scale, b - scale * m, tuple(shape))
 
-    @property
-    def in_shape(self) -> tuple[int, ...]:
-        return self.shape
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return self.shape
-
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         return x * _channel_view(self.scale, x) + _channel_view(self.shift, x)
 
@@ -283,21 +279,13 @@ class ChannelAffineOp:
 
 
 @dataclass(frozen=True, eq=False)
-class ElementwiseOp:
+class ElementwiseOp(_SameShape):
     """``x * scale + shift`` with constant tensors of the input shape (ONNX Add, Sub, Mul, Div)."""
 
     scale: torch.Tensor  # float64, shape == shape
     shift: torch.Tensor
     shape: tuple[int, ...]
     mixing = False
-
-    @property
-    def in_shape(self) -> tuple[int, ...]:
-        return self.shape
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return self.shape
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
@@ -418,18 +406,10 @@ class ReshapeOp(_ReshapeBase):
 
 
 @dataclass(frozen=True, eq=False)
-class IdentityOp(_ReshapeBase):
+class IdentityOp(_SameShape, _ReshapeBase):
     """The identity: the affine stage after a final ReLU, whose outputs are then the network's outputs."""
 
     shape: tuple[int, ...]
-
-    @property
-    def in_shape(self) -> tuple[int, ...]:
-        return self.shape
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return self.shape
 
     def to_module(self) -> nn.Module:
         return nn.Identity()
