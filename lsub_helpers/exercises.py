@@ -384,6 +384,12 @@ def make_student_version(src: str | Path, dst: str | Path) -> list[Path]:
         out.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".md":
             out.write_text(strip_solutions(path.read_text()))
+        elif path.suffix == ".ipynb" and path.with_suffix(".md").exists():
+            # a chapter's jupytext pair (for Colab): rewritten from the stripped text, never copied
+            import jupytext
+
+            nb = jupytext.reads(strip_solutions(path.with_suffix(".md").read_text()), fmt="md:myst")
+            out.write_text(jupytext.writes(nb, fmt="ipynb"))
         else:
             shutil.copy2(path, out)
         written.append(out)

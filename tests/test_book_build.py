@@ -260,6 +260,18 @@ def test_launch_buttons_follow_repository_url(tmp_path):
     page = (tmp_path / "out" / "_build" / "html" / "nb.html").read_text()
     assert "mybinder.org/v2/gh/some-org/some-book/main?urlpath=lab/tree/nb.md" in page
     assert "colab.research.google.com/github/some-org/some-book/blob/main/nb.md" in page
+    # with the chapter's jupytext pair beside it (as book/0*.md have), every launch link opens the .ipynb,
+    # which Colab can read; the pair itself is excluded from the build
+    import jupytext
+
+    jupytext.write(jupytext.read(book / "nb.md"), book / "nb.ipynb")
+    config["exclude_patterns"] = list(config.get("exclude_patterns", [])) + ["nb.ipynb"]
+    (book / "_config.yml").write_text(yaml.safe_dump(config))
+    result = build(book, tmp_path / "out2")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    page = (tmp_path / "out2" / "_build" / "html" / "nb.html").read_text()
+    assert "colab.research.google.com/github/some-org/some-book/blob/main/nb.ipynb" in page
+    assert "urlpath=lab/tree/nb.ipynb" in page
     assert "repo=https%3A%2F%2Fgithub.com%2Fsome-org%2Fsome-book" in page or "some-org/some-book" in page
     assert 'href="https://github.com/some-org/some-book"' in page
     assert "OWNER" not in page
@@ -291,3 +303,19 @@ def test_intro_papermill_command_runs(tmp_path):
     assert (tmp_path / params["results"]).read_text().strip(), "no record written"
 
 
+
+
+def test_chapter_pairs_are_in_sync():
+    """book/0*.md are the sources; their jupytext .ipynb pairs (what the Colab button opens) hold the same cells,
+    without outputs.  After editing a chapter: jupytext --sync book/NN_name.md"""
+    import jupytext
+    import nbformat
+
+    chapters = sorted((ROOT / "book").glob("[0-9]*.md"))
+    assert len(chapters) >= 4
+    for md in chapters:
+        text = jupytext.read(md)
+        assert text.metadata.get("jupytext", {}).get("formats") == "ipynb,md:myst", md.name
+        nb = nbformat.read(md.with_suffix(".ipynb"), as_version=4)
+        assert [(c.cell_type, c.source) for c in text.cells] == [(c.cell_type, c.source) for c in nb.cells], md.name
+        assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), md.name

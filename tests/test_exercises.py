@@ -155,6 +155,12 @@ def test_student_version_drops_every_solution(tmp_path):
         assert student.count("exercises.check_") == original.count("exercises.check_")
         assert student.count("{exercise}") == original.count("{exercise}")
         assert student.count("```{code-cell}") < original.count("```{code-cell}")
+        # the chapter's jupytext pair (what Colab opens) is the stripped text as a notebook, never the original
+        import jupytext
+
+        pair = tmp_path / "book" / f"{name}.ipynb"
+        assert pair.exists() and "solution-start" not in pair.read_text()
+        assert [c.source for c in jupytext.read(pair).cells] == [c.source for c in jupytext.reads(student, fmt="md:myst").cells]
     config = yaml.safe_load((tmp_path / "_config.yml").read_text())
     assert config["sphinx"]["config"]["hide_solutions"] is True
     assert (tmp_path / "_toc.yml").exists() and (tmp_path / "_ext" / "book_checks.py").exists()

@@ -134,11 +134,11 @@ def table1(records: Sequence[dict], *, substitutes: str = "substitutes") -> list
 
 
 def _pm(mean: float, std: float) -> str:
-    return "n/a" if mean != mean else f"{mean:.3g} ± {std:.2g}"
+    return "—" if mean != mean else f"{mean:.3g} ± {std:.2g}"
 
 
 def _g(v: float, fmt: str = ".3g") -> str:
-    return "n/a" if v is None or v != v else format(v, fmt)
+    return "—" if v is None or v != v else format(v, fmt)
 
 
 def table1_markdown(rows: Sequence[dict], *, network: str | None = None) -> str:
@@ -151,8 +151,9 @@ def table1_markdown(rows: Sequence[dict], *, network: str | None = None) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["method"], f"{r['gamma']}", f"{r['n_exact']} / {r['anchors']}",
-                 f"{_pm(r['rel_diff'], r['rel_diff_std'])}, {_g(r['rel_diff_median'])} (n={r['rel_n']})",
-                 f"{_pm(r['attack_rel'], r['attack_rel_std'])}, {_g(r['attack_rel_median'])}",
+                 f"{_pm(r['rel_diff'], r['rel_diff_std'])}, {_g(r['rel_diff_median'])} (n={r['rel_n']})"
+                 if r["rel_n"] else "— (n=0)",
+                 f"{_pm(r['attack_rel'], r['attack_rel_std'])}, {_g(r['attack_rel_median'])}" if r["rel_n"] else "—",
                  f"{r['collapsed']}", _pm(r["prune_per_run"], r["prune_per_run_std"]),
                  f"{_pm(r['run_with'], r['run_with_std'])} (n={r['runs_with']})",
                  f"{_pm(r['run_without'], r['run_without_std'])} (n={r['runs_without']})",
