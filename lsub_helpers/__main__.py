@@ -17,14 +17,15 @@ import traceback
 
 def _vnncomp(args) -> int:
     t0 = time.perf_counter()  # before the imports: under load, importing torch alone can take many seconds
-    from .vnnlib import verify_vnnlib, write_result
+    from .io.vnnlib import write_result
+    from .vnnlib import verify_vnnlib
 
     try:
         import torch
 
         torch.set_num_threads(max(1, int(args.threads)))
-        from .onnx_import import load_onnx
-        from .vnnlib import apply_output_activation, check_output_activation, read_vnnlib
+        from .io.onnx import load_onnx
+        from .io.vnnlib import apply_output_activation, check_output_activation, read_vnnlib
 
         loaded = load_onnx(args.onnx, softmax="drop")
         net = loaded.net

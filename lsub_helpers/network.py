@@ -396,8 +396,8 @@ class ReluNetwork:
     @classmethod
     def from_onnx(cls, path: str | Path, *, softmax: SoftmaxPolicy | str = SoftmaxPolicy.REFUSE) -> "ReluNetwork":
         """Load an ONNX ReLU network (``.onnx`` or ``.onnx.gz``); the supported ops are listed in
-        :data:`lsub_helpers.onnx_import.SUPPORTED`.  ``softmax``: see :class:`SoftmaxPolicy`."""
-        from .onnx_import import load_onnx
+        :data:`lsub_helpers.io.onnx.SUPPORTED`.  ``softmax``: see :class:`SoftmaxPolicy`."""
+        from .io.onnx import load_onnx
 
         return load_onnx(path, softmax=softmax).net
 

@@ -16,8 +16,9 @@ from torch import nn
 
 from lsub_helpers import bounds as B
 from lsub_helpers import milp
+from lsub_helpers.bounds.patches import conv_chain
 from lsub_helpers.network import AffineStage, DenseOp, ReluNetwork, UnsupportedLayerError
-from lsub_helpers.onnx_import import load_onnx
+from lsub_helpers.io.onnx import load_onnx
 from lsub_helpers.vnnlib import read_vnnlib, verify_vnnlib
 
 onnx = pytest.importorskip("onnx")
@@ -291,7 +292,7 @@ def test_conv_chain_after_transpose_and_pad_equals_dense_path(seed):
     n_flat = math.prod(conv2.out_shape)
     ops.append(("affine", DenseOp(torch.randn(3, n_flat, generator=gen, dtype=F64), torch.zeros(3, dtype=F64))))
     net = ReluNetwork._from_op_list(ops, (7, 6, 2))
-    assert B._conv_chain(net, 1)  # the patches path is the one under test
+    assert conv_chain(net, 1)  # the patches path is the one under test
     dense = ReluNetwork(tuple(AffineStage((DenseOp(s.weight, s.bias),)) for s in net.stages), net.activations)
     center = torch.rand(net.input_shape, generator=gen, dtype=F64)
     lo, hi = center - 0.1, center + 0.1

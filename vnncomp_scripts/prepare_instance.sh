@@ -14,7 +14,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/_python.sh"
 echo "Preparing lsub_helpers for category '$CATEGORY': '$ONNX_FILE', '$VNNLIB_FILE'"
 exec "$PY" -c '
 import sys
-from lsub_helpers.onnx_import import load_onnx
+from lsub_helpers.io.onnx import load_onnx
 from lsub_helpers.vnnlib import check_output_activation, read_vnnlib
 try:
     loaded = load_onnx(sys.argv[1], softmax="drop")

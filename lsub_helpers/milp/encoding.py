@@ -25,7 +25,7 @@ _INF = math.inf
 _BOUND_SLACK = 1e-9
 
 
-BoundsMethod = BoundMethod  # the bound methods the MILP takes its big-M constants from (one enum: bounds.py's)
+BoundsMethod = BoundMethod  # the bound methods the MILP takes its big-M constants from (one enum: lsub_helpers.bounds')
 
 
 # ---------------------------------------------------------------------------------------------------

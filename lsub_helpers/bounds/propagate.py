@@ -1,0 +1,291 @@
+"""The public bound functions: argument checks, batching, and the layer-by-layer driver."""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from ..network import ReluNetwork
+from .ibp import ibp_activation, ibp_stage
+from .linear import Relax, linear_bounds, relax
+from .result import BoundMethod, Bounds, Intermediate
+
+Tensor = torch.Tensor
+F64 = torch.float64
+
+# Linear methods take at most max(1, _ANCHOR_WIDTH // widest layer) anchors of a batch at a time.
+_ANCHOR_WIDTH = 4096
+
+
+# ---------------------------------------------------------------------------------------------------
+# Public functions
+# ---------------------------------------------------------------------------------------------------
+
+
+def ibp(net: ReluNetwork, x0, eps, *, domain=(0.0, 1.0), spec: Tensor | None = None) -> Bounds:
+    """Interval bound propagation on the ball of radius ``eps`` around ``x0`` within ``domain``."""
+    return _ball(net, x0, eps, domain, BoundMethod.IBP, Intermediate.ALL, spec)
+
+
+def crown(
+    net: ReluNetwork, x0, eps, *, domain=(0.0, 1.0), intermediate=Intermediate.ALL, spec: Tensor | None = None
+) -> Bounds:
+    """CROWN (all layers by back-substitution) on the ball of radius ``eps`` around ``x0`` within ``domain``."""
+    return _ball(net, x0, eps, domain, BoundMethod.CROWN, intermediate, spec)
+
+
+def fastlin(
+    net: ReluNetwork, x0, eps, *, domain=(0.0, 1.0), intermediate=Intermediate.ALL, spec: Tensor | None = None
+) -> Bounds:
+    """FastLin (parallel lower line) on the ball of radius ``eps`` around ``x0`` within ``domain``."""
+    return _ball(net, x0, eps, domain, BoundMethod.FASTLIN, intermediate, spec)
+
+
+def fastlin_ibp(
+    net: ReluNetwork, x0, eps, *, domain=(0.0, 1.0), intermediate=Intermediate.ALL, spec: Tensor | None = None
+) -> Bounds:
+    """Elementwise tightest of FastLin and IBP at every layer, on the ball around ``x0`` within ``domain``."""
+    return _ball(net, x0, eps, domain, BoundMethod.FASTLIN_IBP, intermediate, spec)
+
+
+def ibp_box(net: ReluNetwork, lower, upper, *, spec: Tensor | None = None) -> Bounds:
+    """IBP on the box ``lower <= x <= upper`` (shape ``input_shape`` or ``(B, *input_shape)``)."""
+    return _box(net, lower, upper, BoundMethod.IBP, Intermediate.ALL, spec)
+
+
+def crown_box(net: ReluNetwork, lower, upper, *, intermediate=Intermediate.ALL, spec=None) -> Bounds:
+    """CROWN on the box ``lower <= x <= upper``."""
+    return _box(net, lower, upper, BoundMethod.CROWN, intermediate, spec)
+
+
+def fastlin_box(net: ReluNetwork, lower, upper, *, intermediate=Intermediate.ALL, spec=None) -> Bounds:
+    """FastLin on the box ``lower <= x <= upper``."""
+    return _box(net, lower, upper, BoundMethod.FASTLIN, intermediate, spec)
+
+
+def fastlin_ibp_box(net: ReluNetwork, lower, upper, *, intermediate=Intermediate.ALL, spec=None) -> Bounds:
+    """FastLin-IBP on the box ``lower <= x <= upper``."""
+    return _box(net, lower, upper, BoundMethod.FASTLIN_IBP, intermediate, spec)
+
+
+def compute_bounds(
+    net: ReluNetwork,
+    x0,
+    eps,
+    *,
+    method: BoundMethod | str,
+    domain=(0.0, 1.0),
+    intermediate: Intermediate | str = Intermediate.ALL,
+    spec: Tensor | None = None,
+) -> Bounds:
+    """Bounds on the ball of radius ``eps`` around ``x0`` within ``domain`` by ``method``."""
+    return _ball(net, x0, eps, domain, _method(method), _intermediate(intermediate), spec)
+
+
+def compute_bounds_box(
+    net: ReluNetwork,
+    lower,
+    upper,
+    *,
+    method: BoundMethod | str,
+    intermediate: Intermediate | str = Intermediate.ALL,
+    spec: Tensor | None = None,
+) -> Bounds:
+    """Bounds on the box ``lower <= x <= upper`` by ``method``."""
+    return _box(net, lower, upper, _method(method), _intermediate(intermediate), spec)
+
+
+def input_box(net: ReluNetwork, x0, eps, *, domain=(0.0, 1.0)) -> tuple[Tensor, Tensor]:
+    """The box ``[x0 - eps, x0 + eps]`` intersected with ``domain`` (float64, shape of ``x0``).
+
+    ``eps`` is a positive number, or a ``(B,)`` tensor of positive radii for a batch ``x0``.  ``domain``
+    is ``(low, high)`` (numbers or tensors broadcastable to the input shape) or None for no domain.
+    """
+    x, batched = _check_x(net, x0)
+    e = _check_eps(eps, x.shape[0] if batched else None)
+    e = e.reshape((-1,) + (1,) * len(net.input_shape)) if e.dim() == 1 else e
+    lo, hi = x - e, x + e
+    if domain is not None:
+        try:
+            d_lo, d_hi = domain
+        except (TypeError, ValueError):
+            raise ValueError(f"domain must be a pair (low, high) or None, got {domain!r}") from None
+        d_lo = torch.as_tensor(d_lo, dtype=F64)
+        d_hi = torch.as_tensor(d_hi, dtype=F64)
+        if torch.isnan(d_lo).any() or torch.isnan(d_hi).any() or (d_lo > d_hi).any():
+            raise ValueError(f"invalid domain {domain!r}: need low <= high, no NaN")
+        lo, hi = torch.maximum(lo, d_lo), torch.minimum(hi, d_hi)
+        if (lo > hi).any():
+            raise ValueError("the eps-ball around x0 does not meet the domain (x0 lies outside it by more than eps)")
+    return (lo, hi) if batched else (lo[0], hi[0])
+
+# ---------------------------------------------------------------------------------------------------
+# Argument checking
+# ---------------------------------------------------------------------------------------------------
+
+
+def _method(method) -> BoundMethod:
+    if isinstance(method, BoundMethod):
+        return method
+    try:
+        return BoundMethod(str(method).lower())
+    except ValueError:
+        names = ", ".join(m.value for m in BoundMethod)
+        raise ValueError(f"unknown bound method {method!r}: choose one of {names}") from None
+
+
+def _intermediate(mode) -> Intermediate:
+    if isinstance(mode, Intermediate):
+        return mode
+    try:
+        return Intermediate(str(mode).lower())
+    except ValueError:
+        raise ValueError(f"unknown intermediate mode {mode!r}: choose 'all' or 'unstable'") from None
+
+
+def _check_x(net: ReluNetwork, x) -> tuple[Tensor, bool]:
+    """``x`` as float64 of shape (B, *input_shape), and whether it came with a batch dimension."""
+    x = torch.as_tensor(x)
+    shape = tuple(net.input_shape)
+    if tuple(x.shape) == shape:
+        batched = False
+        x = x.unsqueeze(0)
+    elif x.dim() == len(shape) + 1 and tuple(x.shape[1:]) == shape and x.shape[0] > 0:
+        batched = True
+    else:
+        raise ValueError(f"wrong input shape {tuple(x.shape)}: expected {shape} or (B, {', '.join(map(str, shape))})")
+    if not (torch.is_floating_point(x) or x.dtype in (torch.int32, torch.int64, torch.uint8)):
+        raise ValueError(f"input must be a real tensor, got dtype {x.dtype}")
+    x = x.to(F64)
+    if torch.isnan(x).any():
+        raise ValueError("input contains NaN")
+    if torch.isinf(x).any():
+        raise ValueError("input contains an infinite value")
+    return x, batched
+
+
+def _check_eps(eps, batch: int | None) -> Tensor:
+    if isinstance(eps, bool):
+        raise ValueError("eps must be a number, got a bool")
+    if isinstance(eps, numbers.Real):
+        e = torch.tensor(float(eps), dtype=F64)
+    else:
+        e = torch.as_tensor(eps, dtype=F64).detach()
+        if e.dim() > 1 or (e.dim() == 1 and (batch is None or e.numel() != batch)):
+            raise ValueError(
+                f"eps must be a number or, for a batch of B anchors, a (B,) tensor; got shape {tuple(e.shape)}"
+            )
+    if torch.isnan(e).any() or (e <= 0).any() or torch.isinf(e).any():
+        raise ValueError(f"eps must be a positive finite number, got {eps!r}")
+    return e
+
+
+def _check_box(net: ReluNetwork, lower, upper) -> tuple[Tensor, Tensor, bool]:
+    lo, b1 = _check_x(net, lower)
+    hi, b2 = _check_x(net, upper)
+    if b1 != b2 or lo.shape != hi.shape:
+        raise ValueError(f"lower and upper have different shapes {tuple(torch.as_tensor(lower).shape)} and "
+                         f"{tuple(torch.as_tensor(upper).shape)}")
+    if (lo > hi).any():
+        raise ValueError("empty box: lower > upper somewhere")
+    return lo, hi, b1
+
+
+def _check_spec(net: ReluNetwork, spec, batch: int) -> Tensor | None:
+    if spec is None:
+        return None
+    s = torch.as_tensor(spec, dtype=F64)
+    ok = s.dim() in (2, 3) and s.shape[-1] == net.num_classes and (s.dim() == 2 or s.shape[0] in (1, batch))
+    if not ok:
+        c = net.num_classes
+        raise ValueError(f"spec must have shape (K, {c}) or (B, K, {c}), got {tuple(s.shape)}")
+    if not torch.isfinite(s).all():
+        raise ValueError("spec contains NaN or inf")
+    return s
+
+# ---------------------------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------------------------
+
+
+def _ball(net, x0, eps, domain, method, intermediate, spec) -> Bounds:
+    _, batched = _check_x(net, x0)
+    lo, hi = input_box(net, x0, eps, domain=domain)
+    if not batched:
+        lo, hi = lo.unsqueeze(0), hi.unsqueeze(0)
+    return _run(net, lo, hi, batched, method, _intermediate(intermediate), spec)
+
+
+def _box(net, lower, upper, method, intermediate, spec) -> Bounds:
+    lo, hi, batched = _check_box(net, lower, upper)
+    return _run(net, lo, hi, batched, method, _intermediate(intermediate), spec)
+
+
+def _run(net: ReluNetwork, lo: Tensor, hi: Tensor, batched: bool, method, intermediate, spec) -> Bounds:
+    """Bounds for the boxes ``lo, hi`` of shape (B, *input_shape)."""
+    if not isinstance(net, ReluNetwork):
+        raise ValueError(f"net must be a ReluNetwork, got {type(net).__name__}")
+    batch = lo.shape[0]
+    spec = _check_spec(net, spec, batch)
+    lo_f, hi_f = lo.reshape(batch, -1), hi.reshape(batch, -1)
+    # Linear methods on wide networks: anchors one chunk at a time (measured: on CNNa one anchor per
+    # chunk is faster than a batched backward pass, whose tensors outgrow the caches).
+    width = max((net.input_size,) + net.layer_sizes)
+    chunk = batch if method is BoundMethod.IBP else max(1, _ANCHOR_WIDTH // width)
+    parts = []
+    for start in range(0, batch, chunk):
+        sl = slice(start, start + chunk)
+        part_spec = spec[sl] if spec is not None and spec.dim() == 3 and spec.shape[0] == batch else spec
+        parts.append(_propagate(net, lo_f[sl], hi_f[sl], method, intermediate, part_spec))
+    if len(parts) == 1:
+        pre, out = parts[0]
+    else:
+        pre = [tuple(torch.cat([p[0][k][i] for p in parts]) for i in (0, 1)) for k in range(len(net.activations))]
+        out = tuple(torch.cat([p[1][i] for p in parts]) for i in (0, 1))
+    if not batched:
+        pre = [(l[0], u[0]) for l, u in pre]
+        out = (out[0][0], out[1][0])
+        lo, hi = lo[0], hi[0]
+    return Bounds(
+        tuple(pre), out, method, (lo, hi), tuple(a.replaced.clone() for a in net.activations)
+    )
+
+
+def _propagate(net: ReluNetwork, lo: Tensor, hi: Tensor, method: BoundMethod, intermediate, spec):
+    """Layer by layer: bounds of each stage's output, then the relaxation of its activation."""
+    center, radius = (lo + hi) / 2, (hi - lo) / 2
+    h_lo, h_hi = lo, hi  # interval of the current stage's input
+    relaxes: list[Relax] = []
+    pre: list[tuple[Tensor, Tensor]] = []
+    last = len(net.stages) - 1
+    for m, stage in enumerate(net.stages):
+        stage_spec = spec if m == last else None
+        l, u = ibp_stage(stage, h_lo, h_hi, stage_spec)
+        if method is not BoundMethod.IBP and m > 0:
+            rows = None
+            if m < last and intermediate is Intermediate.UNSTABLE:
+                act = net.activations[m]
+                need = ((l < 0) & (u > 0)).any(0) & ~act.replaced
+                rows = need.nonzero().flatten()
+            if rows is None or rows.numel() > 0:
+                shared = method is not BoundMethod.CROWN
+                ll, lu = linear_bounds(net, m, rows, relaxes, center, radius, shared, stage_spec)
+                if method is BoundMethod.FASTLIN_IBP:
+                    ll, lu = _tightest(ll, lu, l if rows is None else l[:, rows], u if rows is None else u[:, rows])
+                if rows is None:
+                    l, u = ll, lu
+                else:
+                    l, u = l.clone(), u.clone()
+                    l[:, rows], u[:, rows] = ll, lu
+        if m == last:
+            return pre, (l, u)
+        act = net.activations[m]
+        pre.append((l, u))
+        relaxes.append(relax(act, l, u, method))
+        h_lo, h_hi = ibp_activation(act, l, u)
+    raise AssertionError("unreachable")
+
+
+def _tightest(l1, u1, l2, u2):
+    return torch.maximum(l1, l2), torch.minimum(u1, u2)
