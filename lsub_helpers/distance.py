@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .bab import BabResult
 from . import milp
 from .milp import BoundsMethod, Objective, OutputSpec, SolverStatus, VerificationStatus
 from .network import ReluNetwork
@@ -73,6 +74,7 @@ class VerificationResult:
     unstable: tuple[int, ...]  # unstable neurons per layer after bounds (and tightening)
     bounds_time_s: float
     time_s: float
+    bab_runs: tuple[tuple[int, BabResult], ...] = field(default=(), repr=False)  # (target, result) per BaB run
 
 
 class DistanceMethod(enum.Enum):
@@ -170,6 +172,7 @@ def verify(
     mip_rel_gap: float | None = None,
     screen: ScreenMethod | str = "lp",
     polish: bool = True,
+    bab: float = 0.0,
 ) -> VerificationResult:
     """Problem (2): is ``f_label > f_t`` on the whole ball of radius ``eps`` (within ``domain``) for the
     ``target`` ``t`` (all other classes if None)?
@@ -181,9 +184,13 @@ def verify(
     ``verdict_only`` mode (HiGHS ``objective_bound = 0``: prune everything that cannot go below 0;
     ``objective_target = verdict_target``: stop at the first point below it).  Stops at the first checked
     counterexample.  ``time_limit`` is per optimisation run, ``total_time_limit`` for the whole call: every
-    LP (tightening, screening, polishing) and MILP draws on it.
+    LP (tightening, screening, polishing) and MILP draws on it.  ``bab`` > 0 (verdict-only): an attack on the
+    ball first, then up to ``bab`` seconds of branch and bound on ReLU splits per target
+    (:mod:`lsub_helpers.bab`) before its MILP, which gets the rest of ``time_limit``; the runs it proves
+    need no MILP (they appear in ``bab_runs``, not in ``runs``).
     """
-    opts = SolveOptions(solver=solver, threads=threads, time_limit=time_limit, mip_rel_gap=mip_rel_gap, polish=polish)
+    opts = SolveOptions(solver=solver, threads=threads, time_limit=time_limit, mip_rel_gap=mip_rel_gap, polish=polish,
+                        bab=bab)
     bopts = BoundOptions(bounds=bounds, tighten_lp=tighten_lp, screen=ScreenMethod(screen), domain=domain)
     return _verify(net, _flat(x0, net), net.check_label(label), float(eps), target, opts, bopts,
                    Budget(total_time_limit), verdict_only=verdict_only, verdict_target=verdict_target)
@@ -202,7 +209,8 @@ def _verify(net: ReluNetwork, x0f: np.ndarray, label: int, eps: float, target: i
     runs = tuple(_run_record(eps, targets[r.spec], r.model, r.result, r.verdict) for r in d.runs)
     return VerificationResult(d.status, _as_input(d.x, net), None if d.spec is None else targets[d.spec], eps, runs,
                               tuple(targets[i] for i in d.order), getattr(d.bounds, "method", str(bopts.bounds)),
-                              d.unstable, d.bounds_time_s, budget.elapsed())
+                              d.unstable, d.bounds_time_s, budget.elapsed(),
+                              tuple((targets[j], br) for j, br in d.bab))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -283,6 +291,7 @@ def boundary_distance(
     exact_abs_tol: float = 1e-6,
     screen: ScreenMethod | str = "lp",
     polish: bool = True,
+    bab: float = 0.0,
 ) -> DistanceResult:
     """Problem (1): the L-inf distance from ``x0`` to the decision boundary of ``label``.
 
@@ -307,7 +316,7 @@ def boundary_distance(
     direct = method is DistanceMethod.DIRECT
     opts = SolveOptions(solver=solver, threads=threads, time_limit=time_limit,
                         mip_rel_gap=mip_rel_gap if direct else None, polish=polish, margin_tol=margin_tol,
-                        exact_abs_tol=exact_abs_tol)
+                        exact_abs_tol=exact_abs_tol, bab=bab)
     bopts = BoundOptions(bounds=bounds, tighten_lp=tighten_lp, screen=ScreenMethod(screen), domain=domain)
     tolerance = dict(mip_rel_gap=mip_rel_gap if direct else None, bisection_tol=None if direct else tol,
                      margin_tol=margin_tol if direct else None, exact_abs_tol=exact_abs_tol if direct else None)

@@ -4,7 +4,9 @@
 classified as the label", the VNN-LIB runner for a property's disjuncts): bounds on the box rule out the
 specifications they can (:func:`screen`), then one MILP per specification that is left, verdict-only
 (stopped as soon as the sign of the optimum is known), and it stops at the first counterexample that passes
-the float64 re-check.  Every LP and MILP of the call draws on one :class:`Budget`.  Options are frozen
+the float64 re-check.  With ``SolveOptions.bab > 0`` a projected-gradient attack on the box
+(:func:`falsify`) runs first, and each specification gets up to ``bab`` seconds of branch and bound on ReLU
+splits (:mod:`lsub_helpers.bab`) before its MILP, which then gets what is left of its time.  Every LP and MILP of the call draws on one :class:`Budget`.  Options are frozen
 dataclasses, statuses enums.
 """
 
@@ -18,11 +20,15 @@ from typing import Sequence
 
 import numpy as np
 
+import torch
+
 from . import milp
+from .attacks import pgd_step
+from .bab import BabOptions, BabResult, BabStatus, bab_prove
 from .milp import BoundsMethod, OutputSpec, VerificationStatus
 from .network import ReluNetwork
 
-__all__ = ["ScreenMethod", "SolveOptions", "BoundOptions", "Budget", "SpecRun", "Decision", "prepare_bounds",
+__all__ = ["ScreenMethod", "SolveOptions", "BoundOptions", "Budget", "SpecRun", "Decision", "prepare_bounds", "falsify",
            "screen", "decide"]
 
 _F64 = np.float64
@@ -52,6 +58,9 @@ class SolveOptions:
     polish: bool = True  # a point failing the re-check gets the region LP (see milp.interpret)
     margin_tol: float = 1e-8  # direct: slack a polished counterexample must have
     exact_abs_tol: float = 1e-6  # direct: absolute gap still called exact
+    bab: float = 0.0  # seconds of branch and bound per spec before its MILP (0: off; verdict-only calls only)
+    bab_options: BabOptions = BabOptions()
+    falsify_steps: int = 50  # with bab > 0: steps of the attack on the box that runs first
 
 
 @dataclass(frozen=True)
@@ -147,6 +156,8 @@ class Decision:
     unstable: tuple[int, ...]
     bounds_time_s: float
     time_s: float
+    bab: tuple[tuple[int, BabResult], ...] = ()  # (spec, result) of every branch and bound run
+    falsify_s: float = 0.0  # the attack on the box that ran first (bab > 0)
 
 
 def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts: "SolveOptions",
@@ -164,13 +175,35 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
     b, order, bounds_time = screen(net, lower, upper, specs, bopts, opts.threads, budget, mats)
     stop_early = verdict_only and opts.solver in _HIGHS
     runs: list[SpecRun] = []
+    babs: list[tuple[int, BabResult]] = []
     verdicts: list[VerificationStatus] = []
     x, hit = None, None
+    use_bab = opts.bab > 0 and verdict_only and bool(order)
+    falsify_s = 0.0
+    if use_bab and opts.falsify_steps > 0:
+        tf = time.perf_counter()
+        found = falsify(net, lower, upper, [specs[j] for j in order], steps=opts.falsify_steps)
+        falsify_s = time.perf_counter() - tf
+        if found is not None:
+            k, x = found
+            return Decision(VerificationStatus.NOT_ROBUST, x, order[k], (), tuple(order), b,
+                            milp.unstable_counts(mats, b), bounds_time, time.perf_counter() - t0, (), falsify_s)
     for j in order:
         lim = budget.limit(opts.time_limit)
         if lim is not None and lim <= 0:
             verdicts.append(VerificationStatus.TIMEOUT)
             break
+        if use_bab:
+            br = bab_prove(net, lower, upper, specs[j], time_limit=min(opts.bab, math.inf if lim is None else lim),
+                           options=opts.bab_options)
+            babs.append((j, br))
+            if br.status is BabStatus.PROVEN:
+                verdicts.append(VerificationStatus.ROBUST)
+                continue
+            lim = budget.limit(None if opts.time_limit is None else opts.time_limit - br.time_s)
+            if lim is not None and lim <= 0:
+                verdicts.append(VerificationStatus.TIMEOUT)
+                break
         model = milp.build_model(net, lower, upper, b, spec=specs[j], _mats=mats)
         res = milp.solve_model(model, solver=opts.solver, time_limit=lim, threads=opts.threads,
                                mip_rel_gap=opts.mip_rel_gap, objective_bound=0.0 if stop_early else None,
@@ -184,4 +217,42 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
             break
     status = next((s for s in _PRECEDENCE if s in verdicts), VerificationStatus.ROBUST)
     return Decision(status, x, hit, tuple(runs), tuple(order), b, milp.unstable_counts(mats, b), bounds_time,
-                    time.perf_counter() - t0)
+                    time.perf_counter() - t0, tuple(babs), falsify_s)
+
+
+def falsify(net: ReluNetwork, lower: np.ndarray, upper: np.ndarray, specs: Sequence[OutputSpec], *, steps: int,
+            restarts: int = 2, seed: int = 0) -> tuple[int, np.ndarray] | None:
+    """Look for a point of the box in the unsafe set of one of ``specs``: projected sign-gradient descent on the
+    violation of every spec at once (one batch: the box centre and ``restarts`` random points per spec).  The
+    best points are re-checked in float64 (:func:`lsub_helpers.milp.check_counterexample`); returns
+    ``(index of the spec, point)`` for the first that passes, or None."""
+    gen = torch.Generator().manual_seed(seed)
+    lo = torch.as_tensor(np.asarray(lower, dtype=_F64).reshape(-1))
+    hi = torch.as_tensor(np.asarray(upper, dtype=_F64).reshape(-1))
+    k = restarts + 1
+    shape = (-1,) + tuple(net.input_shape)
+    mats = [(torch.from_numpy(sp.mat), torch.from_numpy(sp.rhs)) for sp in specs]
+
+    def violations(x):
+        y = net.forward(x.reshape(shape))
+        return torch.cat([(y[j * k:(j + 1) * k] @ m.T - r).max(dim=1).values for j, (m, r) in enumerate(mats)])
+
+    start = torch.cat([((lo + hi) / 2)[None], lo + (hi - lo) * torch.rand((restarts,) + lo.shape, generator=gen,
+                                                                           dtype=torch.float64)])
+    x = start.repeat(len(specs), 1)
+    step = (hi - lo) / 4
+    for it in range(steps):
+        x = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(violations(x).sum(), x)
+        with torch.no_grad():
+            x = pgd_step(x, -g, step, lo, hi)
+        if it % 10 == 9:
+            step = step / 2
+    with torch.no_grad():
+        v = violations(x)
+    for i in torch.argsort(v).tolist()[:3]:
+        chk = milp.check_counterexample(net, x[i].numpy(), np.asarray(lower, dtype=_F64).reshape(-1),
+                                        np.asarray(upper, dtype=_F64).reshape(-1), specs[i // k])
+        if chk.valid:
+            return i // k, np.asarray(chk.x, dtype=_F64)
+    return None

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from . import milp
-from .attacks import pgd_step
 from .io.vnnlib import (
     VnnlibError,
     apply_output_activation,
@@ -72,7 +71,7 @@ def verify_vnnlib(net: ReluNetwork, prop, *, time_limit: float = 60.0, bounds="c
     per remaining disjunct), every LP and MILP drawing on the one ``time_limit``.  ``sat`` only with a point
     that passed :func:`lsub_helpers.milp.check_counterexample`.
     """
-    from .verification import BoundOptions, Budget, SolveOptions, decide
+    from .verification import BoundOptions, Budget, SolveOptions, decide, falsify
 
     t0 = time.perf_counter()
     budget = Budget(time_limit)
@@ -95,9 +94,9 @@ def verify_vnnlib(net: ReluNetwork, prop, *, time_limit: float = 60.0, bounds="c
                               f"the network {net.num_classes}")
         # a cheap falsifier first (as VNN-COMP tools do); its points are re-checked in float64
         if attack_steps:
-            x_found = _falsify(net, lower, upper, specs, steps=attack_steps, restarts=attack_restarts)
-            if x_found is not None:
-                return _sat(net, x_found, runs, t0)
+            found = falsify(net, lower, upper, specs, steps=attack_steps, restarts=attack_restarts)
+            if found is not None:
+                return _sat(net, found[1], runs, t0)
         if budget.left() <= 0:
             return VnnResult(VnnVerdict.TIMEOUT, None, None, tuple(runs), time.perf_counter() - t0)
         d = decide(net, lower, upper, specs, opts=opts, bopts=bopts, budget=budget, verdict_target=verdict_target,
@@ -112,40 +111,6 @@ def verify_vnnlib(net: ReluNetwork, prop, *, time_limit: float = 60.0, bounds="c
         return VnnResult(VnnVerdict.UNSAT, None, None, tuple(runs), time.perf_counter() - t0)
     result = VnnVerdict.TIMEOUT if VerificationStatus.TIMEOUT in statuses else VnnVerdict.UNKNOWN
     return VnnResult(result, None, None, tuple(runs), time.perf_counter() - t0)
-
-
-def _falsify(net: ReluNetwork, lower: np.ndarray, upper: np.ndarray, specs, *, steps: int, restarts: int,
-             seed: int = 0) -> np.ndarray | None:
-    """Projected sign-gradient descent on the violation of every spec at once (one batch: the box centre
-    and ``restarts`` random points per spec); the best points are re-checked in float64."""
-    gen = torch.Generator().manual_seed(seed)
-    lo, hi = torch.from_numpy(lower), torch.from_numpy(upper)
-    k = restarts + 1
-    shape = (-1,) + tuple(net.input_shape)
-    mats = [(torch.from_numpy(sp.mat), torch.from_numpy(sp.rhs)) for sp in specs]
-
-    def violations(x):
-        y = net.forward(x.reshape(shape))
-        return torch.cat([(y[j * k:(j + 1) * k] @ m.T - r).max(dim=1).values for j, (m, r) in enumerate(mats)])
-
-    start = torch.cat([((lo + hi) / 2)[None], lo + (hi - lo) * torch.rand((restarts,) + lo.shape, generator=gen,
-                                                                           dtype=torch.float64)])
-    x = start.repeat(len(specs), 1)
-    step = (hi - lo) / 4
-    for it in range(steps):
-        x = x.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(violations(x).sum(), x)
-        with torch.no_grad():
-            x = pgd_step(x, -g, step, lo, hi)
-        if it % 10 == 9:
-            step = step / 2
-    with torch.no_grad():
-        v = violations(x)
-    for i in torch.argsort(v).tolist()[:3]:
-        chk = milp.check_counterexample(net, x[i].numpy(), lower, upper, specs[i // k])
-        if chk.valid:
-            return chk.x
-    return None
 
 
 def _sat(net, x, runs, t0) -> VnnResult:

@@ -35,6 +35,7 @@ follows the receptive fields rather than the layer widths.
 
 from __future__ import annotations
 
+from .alpha import AlphaOptions, AlphaResult, alpha_crown_spec
 from .propagate import (
     compute_bounds,
     compute_bounds_box,
@@ -51,6 +52,9 @@ from .propagate import (
 from .result import BoundMethod, Bounds, Intermediate
 
 __all__ = [
+    "AlphaOptions",
+    "AlphaResult",
+    "alpha_crown_spec",
     "BoundMethod",
     "Intermediate",
     "Bounds",

@@ -91,9 +91,22 @@ def compute_bounds_box(
     method: BoundMethod | str,
     intermediate: Intermediate | str = Intermediate.ALL,
     spec: Tensor | None = None,
+    known: tuple | None = None,
+    recompute: tuple | None = None,
 ) -> Bounds:
-    """Bounds on the box ``lower <= x <= upper`` by ``method``."""
-    return _box(net, lower, upper, _method(method), _intermediate(intermediate), spec)
+    """Bounds on the box ``lower <= x <= upper`` by ``method``.
+
+    ``known``: pre-activation bounds already proven for this box (or for a part of it, such as a
+    subdomain of branch and bound with some ReLUs fixed: ``lower = 0`` for an active one, ``upper = 0`` for an
+    inactive one), one ``(lower, upper)`` pair per ReLU layer, shaped like the result's.  Every layer's bounds
+    are intersected with them before the next layer is relaxed, so the result holds on the part they hold
+    on.  An empty interval (``lower > upper``) then means that part contains no input.  ``recompute`` (with
+    ``known``): one bool mask per ReLU layer of the neurons whose bounds may have changed since ``known`` was
+    computed; the linear method recomputes only those, the others keep ``known`` (intersected with IBP).
+    """
+    if recompute is not None and known is None:
+        raise ValueError("recompute needs known bounds for the neurons it leaves out")
+    return _box(net, lower, upper, _method(method), _intermediate(intermediate), spec, known, recompute)
 
 
 def input_box(net: ReluNetwork, x0, eps, *, domain=(0.0, 1.0)) -> tuple[Tensor, Tensor]:
@@ -181,7 +194,7 @@ def _check_eps(eps, batch: int | None) -> Tensor:
     return e
 
 
-def _check_box(net: ReluNetwork, lower, upper) -> tuple[Tensor, Tensor, bool]:
+def check_box(net: ReluNetwork, lower, upper) -> tuple[Tensor, Tensor, bool]:
     lo, b1 = _check_x(net, lower)
     hi, b2 = _check_x(net, upper)
     if b1 != b2 or lo.shape != hi.shape:
@@ -190,6 +203,23 @@ def _check_box(net: ReluNetwork, lower, upper) -> tuple[Tensor, Tensor, bool]:
     if (lo > hi).any():
         raise ValueError("empty box: lower > upper somewhere")
     return lo, hi, b1
+
+
+def _check_known(net: ReluNetwork, known, batch: int):
+    """``known`` as float64 (B, n_l) pairs, one per ReLU layer (None stays None)."""
+    if known is None:
+        return None
+    if len(known) != len(net.activations):
+        raise ValueError(f"known must hold one (lower, upper) pair per ReLU layer ({len(net.activations)}), "
+                         f"got {len(known)}")
+    out = []
+    for (kl, ku), act in zip(known, net.activations):
+        kl = torch.as_tensor(kl, dtype=F64).reshape(-1, act.size).expand(batch, -1)
+        ku = torch.as_tensor(ku, dtype=F64).reshape(-1, act.size).expand(batch, -1)
+        if torch.isnan(kl).any() or torch.isnan(ku).any():
+            raise ValueError("known bounds contain NaN")
+        out.append((kl, ku))
+    return out
 
 
 def _check_spec(net: ReluNetwork, spec, batch: int) -> Tensor | None:
@@ -217,12 +247,17 @@ def _ball(net, x0, eps, domain, method, intermediate, spec) -> Bounds:
     return _run(net, lo, hi, batched, method, _intermediate(intermediate), spec)
 
 
-def _box(net, lower, upper, method, intermediate, spec) -> Bounds:
-    lo, hi, batched = _check_box(net, lower, upper)
-    return _run(net, lo, hi, batched, method, _intermediate(intermediate), spec)
+def _box(net, lower, upper, method, intermediate, spec, known=None, recompute=None) -> Bounds:
+    lo, hi, batched = check_box(net, lower, upper)
+    known = _check_known(net, known, lo.shape[0])
+    if recompute is not None:
+        recompute = [torch.as_tensor(r, dtype=torch.bool).reshape(-1, a.size).expand(lo.shape[0], -1)
+                     for r, a in zip(recompute, net.activations)]
+        known = [(kl, ku, r) for (kl, ku), r in zip(known, recompute)]
+    return _run(net, lo, hi, batched, method, _intermediate(intermediate), spec, known)
 
 
-def _run(net: ReluNetwork, lo: Tensor, hi: Tensor, batched: bool, method, intermediate, spec) -> Bounds:
+def _run(net: ReluNetwork, lo: Tensor, hi: Tensor, batched: bool, method, intermediate, spec, known=None) -> Bounds:
     """Bounds for the boxes ``lo, hi`` of shape (B, *input_shape)."""
     if not isinstance(net, ReluNetwork):
         raise ValueError(f"net must be a ReluNetwork, got {type(net).__name__}")
@@ -233,11 +268,14 @@ def _run(net: ReluNetwork, lo: Tensor, hi: Tensor, batched: bool, method, interm
     # chunk is faster than a batched backward pass, whose tensors outgrow the caches).
     width = max((net.input_size,) + net.layer_sizes)
     chunk = batch if method is BoundMethod.IBP else max(1, _ANCHOR_WIDTH // width)
+    if known is not None and len(known[0]) == 3:  # few rows recomputed per anchor: one batched pass is faster
+        chunk = batch
     parts = []
     for start in range(0, batch, chunk):
         sl = slice(start, start + chunk)
         part_spec = spec[sl] if spec is not None and spec.dim() == 3 and spec.shape[0] == batch else spec
-        parts.append(_propagate(net, lo_f[sl], hi_f[sl], method, intermediate, part_spec))
+        part_known = None if known is None else [tuple(v[sl] for v in k) for k in known]
+        parts.append(_propagate(net, lo_f[sl], hi_f[sl], method, intermediate, part_spec, part_known))
     if len(parts) == 1:
         pre, out = parts[0]
     else:
@@ -252,7 +290,7 @@ def _run(net: ReluNetwork, lo: Tensor, hi: Tensor, batched: bool, method, interm
     )
 
 
-def _propagate(net: ReluNetwork, lo: Tensor, hi: Tensor, method: BoundMethod, intermediate, spec):
+def _propagate(net: ReluNetwork, lo: Tensor, hi: Tensor, method: BoundMethod, intermediate, spec, known=None):
     """Layer by layer: bounds of each stage's output, then the relaxation of its activation."""
     center, radius = (lo + hi) / 2, (hi - lo) / 2
     h_lo, h_hi = lo, hi  # interval of the current stage's input
@@ -262,11 +300,18 @@ def _propagate(net: ReluNetwork, lo: Tensor, hi: Tensor, method: BoundMethod, in
     for m, stage in enumerate(net.stages):
         stage_spec = spec if m == last else None
         l, u = ibp_stage(stage, h_lo, h_hi, stage_spec)
+        if known is not None and m < last:
+            l, u = _tightest(l, u, *known[m][:2])
         if method is not BoundMethod.IBP and m > 0:
             rows = None
-            if m < last and intermediate is Intermediate.UNSTABLE:
+            stale = known[m][2].any(0) if known is not None and m < last and len(known[m]) == 3 else None
+            if m < last and (intermediate is Intermediate.UNSTABLE or stale is not None):
                 act = net.activations[m]
-                need = ((l < 0) & (u > 0)).any(0) & ~act.replaced
+                need = ~act.replaced
+                if intermediate is Intermediate.UNSTABLE:
+                    need = need & ((l < 0) & (u > 0)).any(0)
+                if stale is not None:
+                    need = need & stale
                 rows = need.nonzero().flatten()
             if rows is None or rows.numel() > 0:
                 shared = method is not BoundMethod.CROWN
@@ -278,6 +323,8 @@ def _propagate(net: ReluNetwork, lo: Tensor, hi: Tensor, method: BoundMethod, in
                 else:
                     l, u = l.clone(), u.clone()
                     l[:, rows], u[:, rows] = ll, lu
+                if known is not None and m < last:
+                    l, u = _tightest(l, u, *known[m][:2])
         if m == last:
             return pre, (l, u)
         act = net.activations[m]

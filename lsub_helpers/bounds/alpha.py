@@ -1,0 +1,126 @@
+"""Optimised lower slopes (alpha-CROWN, Xu et al., 2021) for the bounds of output rows ``spec @ f(x)``.
+
+CROWN bounds an unstable ReLU ``l < 0 < u`` from below by ``alpha * z`` with ``alpha`` 0 or 1.  Every
+``alpha`` in ``[0, 1]`` gives a sound lower line, so the lower bound of a row ``c @ f(x)`` obtained by
+back-substitution is sound for any choice of the slopes, and it can be maximised over them by gradient
+ascent.  As auto_LiRPA does for the last layer, every row gets its own slopes (the rows are bounded as a
+batch of copies of the box); the pre-activation bounds of the hidden layers stay those of ``base`` (CROWN by
+default), which fix the upper lines.
+
+The result keeps, per row, the best bound seen over the iterations (each one is sound) and never falls
+below ``base``'s own bound of the row.  All arithmetic is float64.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..network import ReluNetwork
+from .linear import Relax, back_substitute, relax
+from .propagate import check_box, compute_bounds_box
+from .result import BoundMethod, Bounds
+
+__all__ = ["AlphaOptions", "AlphaResult", "alpha_crown_spec"]
+
+Tensor = torch.Tensor
+F64 = torch.float64
+
+
+@dataclass(frozen=True)
+class AlphaOptions:
+    """Gradient ascent on the lower slopes: ``iterations`` Adam steps of size ``lr``, stopped early when a
+    step improves no row by more than ``tol`` (absolute) or when ``time_limit`` seconds have passed."""
+
+    iterations: int = 20
+    lr: float = 0.2
+    tol: float = 1e-4
+    time_limit: float | None = None
+
+    def __post_init__(self):
+        if self.iterations < 0 or self.lr <= 0 or self.tol < 0:
+            raise ValueError(f"AlphaOptions: need iterations >= 0, lr > 0, tol >= 0, got {self}")
+
+
+@dataclass(frozen=True, eq=False)
+class AlphaResult:
+    """Lower bounds of ``spec @ f(x)`` over the box, per row: ``lower`` (optimised) and ``base_lower``."""
+
+    lower: Tensor  # (K,) float64
+    base_lower: Tensor  # (K,)
+    iterations: int
+    time_s: float
+
+
+def alpha_crown_spec(net: ReluNetwork, lower, upper, spec, *, base: Bounds | None = None,
+                     options: AlphaOptions = AlphaOptions()) -> AlphaResult:
+    """Lower bounds of the rows of ``spec`` (K, num_classes) times the logits over ``lower <= x <= upper``.
+
+    ``base``: bounds of the same box (any method with pre-activation bounds; computed by CROWN if None);
+    its hidden-layer bounds are kept and its relaxation is the starting point.
+    """
+    t0 = time.perf_counter()
+    lo, hi, batched = check_box(net, lower, upper)
+    if batched:
+        raise ValueError("alpha_crown_spec bounds one box (shape net.input_shape), not a batch")
+    spec = torch.as_tensor(spec, dtype=F64)
+    if spec.dim() != 2 or spec.shape[1] != net.num_classes:
+        raise ValueError(f"spec must have shape (K, {net.num_classes}), got {tuple(spec.shape)}")
+    if base is None:
+        base = compute_bounds_box(net, lo[0], hi[0], method=BoundMethod.CROWN, spec=spec)
+    last = len(net.stages) - 1
+    k = spec.shape[0]
+    center = ((lo + hi) / 2).reshape(1, -1).expand(k, -1)
+    radius = ((hi - lo) / 2).reshape(1, -1).expand(k, -1)
+    stage = net.stages[last]
+    lam0 = (spec @ stage.weight).unsqueeze(1)  # (K, 1, n): one row per copy of the box
+    beta0 = (spec @ stage.bias).unsqueeze(1)
+    start = [relax(act, l.reshape(1, -1), u.reshape(1, -1), BoundMethod.CROWN)
+             for act, (l, u) in zip(net.activations, base.pre_activation)]
+
+    def bound(alphas) -> Tensor:
+        rels = [_with_slopes(r, a, k) for r, a in zip(start, alphas)]
+        low, _ = back_substitute(net, last, lam0, beta0, rels, center, radius, shared=False)
+        return low[:, 0]
+
+    with torch.no_grad():
+        best = bound([r.al[:, r.cols].expand(k, -1).clone() for r in start])
+    base_out = getattr(base, "output", None)
+    base_lower = best.clone()
+    if base_out is not None and base_out[0].reshape(-1).shape[0] == k:
+        base_lower = torch.maximum(base_lower, torch.as_tensor(base_out[0], dtype=F64).reshape(-1))
+    best = torch.maximum(best, base_lower)
+    alphas = [r.al[:, r.cols].expand(k, -1).clone().requires_grad_(True) for r in start]
+    done = 0
+    if options.iterations and any(a.numel() for a in alphas):
+        opt = torch.optim.Adam([a for a in alphas if a.numel()], lr=options.lr)
+        for done in range(1, options.iterations + 1):
+            opt.zero_grad()
+            low = bound(alphas)
+            gain = (low.detach() - best).max()
+            best = torch.maximum(best, low.detach())
+            (-low.sum()).backward()
+            opt.step()
+            with torch.no_grad():
+                for a in alphas:
+                    a.clamp_(0.0, 1.0)
+            if (done > 1 and gain <= options.tol) or (
+                    options.time_limit is not None and time.perf_counter() - t0 > options.time_limit):
+                break
+        with torch.no_grad():  # the last step's slopes
+            best = torch.maximum(best, bound(alphas))
+    return AlphaResult(best.detach(), base_lower.detach(), done, time.perf_counter() - t0)
+
+
+def _with_slopes(r: Relax | None, alpha: Tensor, k: int) -> Relax | None:
+    """The relaxation ``r`` (one anchor) for ``k`` copies, with lower slopes ``alpha`` (k, cols) on its unstable
+    columns."""
+    if r is None:
+        return None
+    al = r.al.expand(k, -1)
+    if r.cols.numel():
+        al = al.index_put((torch.arange(k).unsqueeze(1), r.cols.unsqueeze(0)), alpha)
+    au, cl, cu = r.au.expand(k, -1), r.cl.expand(k, -1), r.cu.expand(k, -1)
+    return Relax(al, cl, au, cu, r.cols, (al - au)[:, r.cols], (cu - cl)[:, r.cols], r.offset_cols)
