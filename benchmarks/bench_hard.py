@@ -1,21 +1,29 @@
-"""Exact D where the MILP is hard (issue: normally and PGD-trained networks): measure before improving.
+"""Exact D where the MILP is hard (issue #10: normally and PGD-trained networks): the plain MILP beside branch
+and bound in front of it, side by side on the same queries.
 
 For random correctly classified test points (the Table 1 protocol: ``sample_anchors``, seed 0) of each
-network, the attack distance d, then ``verify`` at 0.5 d and 0.9 d with 60 s (one optimisation run and the
-whole call), the unstable neurons per layer that CROWN leaves at those radii, and optionally
-(``--distance``) the exact distance by bisection within 600 s.  One JSON line per anchor goes to
-``benchmarks/results/hard/<network>.jsonl`` (resumable); ``--report`` writes ``benchmarks/results/hard.md``.
+network, the attack distance d, then ``verify`` at 0.5 d and 0.9 d with 60 s per optimisation run and for the
+whole call, in two variants run back to back on the same query:
 
-    python benchmarks/bench_hard.py --anchors 10 [--only mnist-cnna-clean] [--distance]
+``milp``  the code as it was before branch and bound (``bab=0``, LP screening): one MILP per target left;
+``bab``   an attack on the ball, then up to ``--bab`` s of branch and bound per target before its MILP
+          (``bab=30``, screening by bounds only: branch and bound rules out targets faster than the LPs).
+
+plus the unstable neurons per layer that CROWN leaves, and optionally (``--distance``) the exact distance by
+bisection within 600 s with the ``bab`` variant.  One JSON line per anchor goes to
+``benchmarks/results/hard/<network>.jsonl`` (resumable); ``--report`` writes ``benchmarks/results/hard.md``.
+The records of the first measurement (before branch and bound existed) are kept in ``hard/before/``.
+
+    python benchmarks/bench_hard.py --anchors 4 [--only mnist-cnna-clean] [--distance]
     python benchmarks/bench_hard.py --report
 """
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from _common import ROOT, machine, shared_data
 
@@ -35,9 +43,11 @@ NETWORKS = {  # name: (dataset, data path under the shared data directory)
 }
 OUT = ROOT / "benchmarks" / "results" / "hard"
 FRACTIONS = (0.5, 0.9)
+VARIANTS = {"milp": dict(bab=0.0, screen="lp"), "bab": dict(bab=30.0, screen="interval")}
+DECIDED = ("robust", "not_robust")
 
 
-def run(names, n, distance: bool, limit: float, cap: float) -> None:
+def run(names, n, distance: bool, limit: float, cap: float, bab: float) -> None:
     shared = shared_data()
     if shared is None:
         print("no shared data directory (LSUB_SHARED, /work/shared or ../shared): nothing to run")
@@ -60,40 +70,68 @@ def run(names, n, distance: bool, limit: float, cap: float) -> None:
                        d_adv=adv.distance, attack_s=adv.time_s, queries=[])
             if adv.success:
                 for frac in FRACTIONS:
-                    v = verify(f, x0, y, frac * adv.distance, time_limit=limit, total_time_limit=limit)
-                    rec["queries"].append(dict(fraction=frac, eps=frac * adv.distance, status=v.status.value,
-                                               time_s=v.time_s, milp_runs=len(v.runs), unstable=list(v.unstable)))
+                    for variant, kw in VARIANTS.items():
+                        kw = dict(kw, bab=bab if kw["bab"] else 0.0)
+                        v = verify(f, x0, y, frac * adv.distance, time_limit=limit, total_time_limit=limit, **kw)
+                        rec["queries"].append(dict(
+                            variant=variant, fraction=frac, eps=frac * adv.distance, status=v.status.value,
+                            time_s=v.time_s, milp_runs=len(v.runs), unstable=list(v.unstable),
+                            bab=[dict(target=t, status=b.status.value, domains=b.domains, time_s=b.time_s,
+                                      root_lower=b.root_lower, lower=_finite(b.lower)) for t, b in v.bab_runs]))
                 if distance:
                     d = boundary_distance(f, x0, y, method="bisection", attack=adv, time_limit=limit,
-                                          total_time_limit=cap)
-                    rec["distance"] = dict(status=d.status.value, lower=d.lower, upper=d.upper, time_s=d.time_s)
+                                          total_time_limit=cap, bab=bab, screen="interval")
+                    rec["distance"] = dict(variant="bab", status=d.status.value, lower=_finite(d.lower), upper=_finite(d.upper),
+                                           time_s=d.time_s, steps=len(d.steps))
             append_record(path, rec)
             print(name, i, [(q["fraction"], q["status"], round(q["time_s"], 1)) for q in rec["queries"]], flush=True)
 
 
+def _finite(v):
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
 def report() -> str:
-    lines = ["# Exact D on normally and PGD-trained CNNa networks: today's code", "", machine(), "",
-             "Per network and radius (a fraction of the attack distance d): queries decided (robust or not robust) "
-             "within 60 s, median time, median unstable neurons per ReLU layer left by CROWN; exact distances "
-             "(bisection) within 600 s where measured.", "",
-             "| network | anchors | radius | decided within 60 s (whole call) | median time (s) | median unstable (conv1 / conv2 / dense) | "
-             "exact D in 600 s |", "|---|---|---|---|---|---|---|"]
+    lines = ["# Exact D on normally and PGD-trained CNNa networks: the plain MILP and branch and bound", "", machine(), "",
+             "Produced by `benchmarks/bench_hard.py` (see its docstring for the two variants, run back to back on "
+             "the same queries). Per network and radius (a fraction of the attack distance d): queries decided "
+             "(robust or not robust) within 60 s for the whole call, median whole-call time (undecided calls "
+             "counted at the time they took), median unstable neurons per ReLU layer left by CROWN at the root "
+             "(the same for both variants: branch and bound tightens the bounds per subdomain, not at the root), "
+             "and for `bab` the subdomains bounded (median over its runs). Exact distances by bisection with "
+             "`bab` within 600 s where measured.", "",
+             "| network | anchors | radius | variant | decided within 60 s | median time (s) | "
+             "median unstable (per layer) | BaB subdomains (median) | exact D in 600 s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name in NETWORKS:
-        recs = load_records(OUT / f"{name}.jsonl")
+        recs = [r for r in load_records(OUT / f"{name}.jsonl") if r["queries"]]
         if not recs:
             continue
         dist = [r["distance"] for r in recs if "distance" in r]
-        exact = f"{sum(d['status'] == 'exact' for d in dist)} / {len(dist)}" if dist else "not run"
         for frac in FRACTIONS:
-            qs = [q for r in recs for q in r["queries"] if q["fraction"] == frac]
-            if not qs:
-                continue
-            decided = sum(q["status"] in ("robust", "not_robust") for q in qs)
-            in_time = sum(q["status"] in ("robust", "not_robust") and q["time_s"] <= 60.0 for q in qs)
-            med = statistics.median(q["time_s"] for q in qs)
-            unst = " / ".join(str(int(statistics.median(q["unstable"][k] for q in qs))) for k in range(len(qs[0]["unstable"])))
-            lines.append(f"| {name} | {len(recs)} | {frac} d | {in_time} / {len(qs)} ({decided} in any time) | {med:.3g} | "
-                         f"{unst} | {exact} |")
+            for variant in VARIANTS:
+                qs = [q for r in recs for q in r["queries"] if q["fraction"] == frac and q["variant"] == variant]
+                if not qs:
+                    continue
+                in_time = sum(q["status"] in DECIDED and q["time_s"] <= 60.0 for q in qs)
+                med = statistics.median(q["time_s"] for q in qs)
+                unst = " / ".join(str(int(statistics.median(q["unstable"][k] for q in qs)))
+                                  for k in range(len(qs[0]["unstable"])))
+                doms = [b["domains"] for q in qs for b in q["bab"]]
+                dom = f"{statistics.median(doms):.0f} ({len(doms)} runs)" if doms else "—"
+                exact = "—"
+                if variant == "bab" and dist:
+                    n_exact = sum(d["status"] == "exact" and d["time_s"] <= 600.0 for d in dist)
+                    exact = f"{n_exact} / {len(dist)}"
+                lines.append(f"| {name} | {len(recs)} | {frac} d | {variant} | {in_time} / {len(qs)} | {med:.3g} | "
+                             f"{unst} | {dom} | {exact} |")
+    times = [(d["status"], d["time_s"], d["lower"], d["upper"], name) for name in NETWORKS
+             for r in load_records(OUT / f"{name}.jsonl") if "distance" in r for d in [r["distance"]]]
+    if times:
+        lines += ["", "Exact distances (bisection, `bab` variant, 600 s cap):", "",
+                  "| network | status | lower | upper | time (s) |", "|---|---|---|---|---|"]
+        fmt = (lambda v: "—" if v is None else f"{v:.5f}")
+        lines += [f"| {n} | {s} | {fmt(lo)} | {fmt(up)} | {t:.0f} |" for s, t, lo, up, n in times]
     return "\n".join(lines) + "\n"
 
 
@@ -104,10 +142,11 @@ def main(argv=None) -> int:
     ap.add_argument("--distance", action="store_true", help="also the exact distance (600 s cap)")
     ap.add_argument("--time-limit", type=float, default=60.0)
     ap.add_argument("--cap", type=float, default=600.0)
+    ap.add_argument("--bab", type=float, default=30.0, help="seconds of branch and bound per target (bab variant)")
     ap.add_argument("--report", action="store_true", help="only write benchmarks/results/hard.md from the records")
     args = ap.parse_args(argv)
     if not args.report:
-        run(args.only or list(NETWORKS), args.anchors, args.distance, args.time_limit, args.cap)
+        run(args.only or list(NETWORKS), args.anchors, args.distance, args.time_limit, args.cap, args.bab)
     text = report()
     (ROOT / "benchmarks" / "results" / "hard.md").write_text(text)
     print(text)

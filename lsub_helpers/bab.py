@@ -10,10 +10,12 @@ worst bound first, on the neuron whose upper-line intercept costs the bound most
 al., 2020, read off the gradient of the bound).  The spec is proven when no subdomain is left open.
 
 Everything is sound: every bound holds on its subdomain (float64, up to round-off), a child never reports a
-worse bound than its parent, and no counterexample is claimed here (:func:`bab_prove` only proves or gives up;
-counterexamples come from attacks and the MILP, and are re-checked in float64 there).  Without the split
-constraints inside the back-substitution (beta-CROWN) the bounds are weaker than alpha-beta-CROWN's, so more
-subdomains are needed for the same proof.
+worse bound than its parent.  Without the split constraints inside the back-substitution (beta-CROWN) the
+bounds are weaker than alpha-beta-CROWN's, so more subdomains are needed for the same proof, and a subdomain
+with every ReLU fixed need not be closed by its bound; so a subdomain with at most ``milp_leaf`` unstable ReLUs
+left goes to the MILP of :mod:`lsub_helpers.milp` built on the subdomain's own bounds (at most ``milp_leaf``
+binaries; the split signs are among its constraints), which decides it exactly.  A point the MILP finds is
+re-checked in float64 (:func:`lsub_helpers.milp.interpret`) before :func:`bab_prove` reports it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch
 from .bounds import BoundMethod, compute_bounds_box
 from .bounds.ibp import ibp_stage
 from .bounds.linear import Relax, back_substitute, relax
-from .milp import OutputSpec, unreachable
+from .milp import LayerBounds, OutputSpec, VerificationStatus, build_model, interpret, solve_model, unreachable
 from .network import ReluNetwork
 
 __all__ = ["BabOptions", "BabStatus", "BabResult", "bab_prove"]
@@ -41,8 +43,9 @@ F64 = torch.float64
 
 class BabStatus(enum.Enum):
     PROVEN = "proven"  # no input of the box reaches the unsafe set
-    OPEN = "open"  # time, subdomain or memory limit reached with subdomains left open
-    EXHAUSTED = "exhausted"  # an open subdomain has no unstable ReLU left to split (its bound is not exact)
+    FALSIFIED = "falsified"  # a point of the box in the unsafe set, re-checked in float64 (``x``)
+    OPEN = "open"  # time or subdomain limit reached with subdomains left open
+    EXHAUSTED = "exhausted"  # an open subdomain that neither splitting nor its MILP could decide
 
 
 @dataclass(frozen=True)
@@ -52,9 +55,10 @@ class BabOptions:
 
     batch: int = 8
     max_domains: int = 20_000
+    milp_leaf: int = 12  # a subdomain with at most this many unstable ReLUs is decided by its MILP
 
     def __post_init__(self):
-        if self.batch < 1 or self.max_domains < 1:
+        if self.batch < 1 or self.max_domains < 1 or self.milp_leaf < 0:
             raise ValueError(f"BabOptions: batch and max_domains must be >= 1, got {self}")
 
 
@@ -66,6 +70,8 @@ class BabResult:
     domains: int  # subdomains bounded (the root included)
     open: int  # subdomains left open
     time_s: float
+    milp_leaves: int = 0  # subdomains decided by their MILP
+    x: np.ndarray | None = None  # FALSIFIED: the re-checked point (flat, float64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,8 +85,10 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
               options: BabOptions = BabOptions()) -> BabResult:
     """Try to prove that no input of ``lower <= x <= upper`` reaches ``spec``'s unsafe set, within ``time_limit`` s."""
     t0 = time.perf_counter()
-    lo = torch.as_tensor(np.asarray(lower, dtype=np.float64)).reshape((1,) + tuple(net.input_shape))
-    hi = torch.as_tensor(np.asarray(upper, dtype=np.float64)).reshape((1,) + tuple(net.input_shape))
+    flat_lo = np.asarray(lower, dtype=np.float64).reshape(-1)
+    flat_hi = np.asarray(upper, dtype=np.float64).reshape(-1)
+    lo = torch.as_tensor(flat_lo).reshape((1,) + tuple(net.input_shape))
+    hi = torch.as_tensor(flat_hi).reshape((1,) + tuple(net.input_shape))
     if (lo > hi).any():
         raise ValueError("bab_prove: empty box (lower > upper somewhere)")
     mat = torch.as_tensor(spec.mat, dtype=F64)
@@ -104,8 +112,21 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
         return [None if empty[i] else _Domain(tuple((l[i], u[i]) for l, u in pre), tuple(s[i] for s in scores),
                                                float(viol[i])) for i in range(b)]
 
-    def finish(status, lowest, count, left) -> BabResult:
-        return BabResult(status, lowest, root.lower, count, left, time.perf_counter() - t0)
+    leaves = 0
+
+    def finish(status, lowest, count, left, x=None) -> BabResult:
+        return BabResult(status, lowest, root.lower, count, left, time.perf_counter() - t0, leaves, x)
+
+    def leaf(d: _Domain) -> tuple[VerificationStatus, np.ndarray | None]:
+        """Decide a subdomain with few unstable ReLUs by its MILP on its own bounds."""
+        left = None if time_limit is None else time_limit - (time.perf_counter() - t0)
+        if left is not None and left <= 0:
+            return VerificationStatus.TIMEOUT, None
+        sub = LayerBounds(tuple((l.numpy(), u.numpy()) for l, u in d.pre), "bab subdomain")
+        model = build_model(net, flat_lo, flat_hi, sub, spec=spec)
+        res = solve_model(model, time_limit=left, threads=1, objective_bound=0.0, objective_target=-1e-5)
+        verdict, chk = interpret(net, model, res, threads=1, time_limit=None if left is None else max(left, 1e-3))
+        return verdict, (None if chk is None or not chk.valid else np.asarray(chk.x, dtype=np.float64))
 
     (root,) = bound(None)
     if root is None or unreachable(root.lower, spec):
@@ -119,7 +140,22 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
             return finish(BabStatus.OPEN, heap[0][0], count, len(heap))
         if len(heap) > options.max_domains:
             return finish(BabStatus.OPEN, heap[0][0], count, len(heap))
-        parents = [heapq.heappop(heap)[2] for _ in range(min(options.batch, len(heap)))]
+        parents = []
+        while heap and len(parents) < options.batch:
+            p = heapq.heappop(heap)[2]
+            if _unstable(net, p) > options.milp_leaf:
+                parents.append(p)
+                continue
+            verdict, x = leaf(p)
+            leaves += 1
+            if verdict is VerificationStatus.NOT_ROBUST:
+                return finish(BabStatus.FALSIFIED, -np.inf, count, len(heap) + len(parents), x)
+            if verdict is not VerificationStatus.ROBUST:
+                heapq.heappush(heap, (p.lower, next(tie), p))
+                status = BabStatus.OPEN if verdict is VerificationStatus.TIMEOUT else BabStatus.EXHAUSTED
+                return finish(status, heap[0][0], count, len(heap) + len(parents))
+        if not parents:
+            continue
         children_known: list[list[Tensor]] = [[[], []] for _ in net.activations]
         children_stale: list[list[Tensor]] = [[] for _ in net.activations]
         child_parent = []
@@ -167,6 +203,10 @@ def _affected(net: ReluNetwork, layer: int, idx: int) -> list[Tensor]:
         masks[j] = (hi - lo)[0] > 0
         dep = masks[j].to(F64).unsqueeze(0)
     return masks
+
+
+def _unstable(net: ReluNetwork, d: _Domain) -> int:
+    return sum(int(((l < 0) & (u > 0) & ~a.replaced).sum()) for (l, u), a in zip(d.pre, net.activations))
 
 
 def _branch(net: ReluNetwork, d: _Domain) -> tuple[int, int] | None:

@@ -200,6 +200,10 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
             if br.status is BabStatus.PROVEN:
                 verdicts.append(VerificationStatus.ROBUST)
                 continue
+            if br.status is BabStatus.FALSIFIED:  # re-checked in float64 by milp.interpret
+                verdicts.append(VerificationStatus.NOT_ROBUST)
+                x, hit = br.x, j
+                break
             lim = budget.limit(None if opts.time_limit is None else opts.time_limit - br.time_s)
             if lim is not None and lim <= 0:
                 verdicts.append(VerificationStatus.TIMEOUT)
