@@ -211,3 +211,23 @@ def test_experiment_notebook_pair_is_in_sync():
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1 and "network =" in params[0].source  # papermill's injection point
     assert nb.metadata.get("jupytext", {}).get("formats") == "ipynb,md:myst"
+
+
+def test_with_branch_and_bound_the_runs_are_the_bisection_steps():
+    # an anchor whose distances ran branch and bound in front of the MILP: eps-verifications decided without
+    # any MILP still count, each as one run with its whole time (the bisection steps)
+    rec = dict(index=7, label=0, status="ok", d_adv=0.11, attack_s=1.0, config=dict(bab=30.0),
+               f=dict(status="exact", value=0.1, lower=0.1, upper=0.1, time_s=9.0, runs=[],
+                      steps=[dict(eps=0.05, status="robust", milp_runs=0, time_s=2.0),
+                             dict(eps=0.15, status="not_robust", milp_runs=0, time_s=4.0)]),
+               substitutes=[dict(method="linear", gamma=0.9, prune_s=0.3, g=dict(
+                   status="exact", value=0.1, lower=0.1, upper=0.1, time_s=3.0, runs=[],
+                   steps=[dict(eps=0.06, status="robust", milp_runs=0, time_s=1.0),
+                          dict(eps=0.2, status="not_robust", milp_runs=0, time_s=0.5)]))])
+    (row,) = table1([rec])
+    assert row["n_bab"] == 1 and row["runs_without"] == 2 and row["run_without"] == pytest.approx(3.0)
+    assert row["runs_with"] == 1 and row["run_with"] == pytest.approx(1.0)  # the step at 0.2 is out of f's range
+    assert row["prune_per_run"] == pytest.approx(0.15)
+    assert sorted(runtime_points([rec], gamma=0.9)["original"]) == [(2.0, 0.05), (4.0, 0.15)]
+    with pytest.raises(ValueError, match="bab"):
+        ExperimentConfig(bab=-1.0)

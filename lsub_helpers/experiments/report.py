@@ -58,6 +58,15 @@ def _rel(value: float | None, ref: float) -> float | None:
     return None if value is None else abs(value - ref) / ref
 
 
+def _runs_of(dist: dict, rec: dict) -> list[dict]:
+    """The optimisation runs of a distance record: its MILP runs, or, when the campaign ran branch and bound
+    in front of the MILP (``config.bab > 0``, where many eps-verifications need no MILP), its bisection
+    steps, each one eps-verification with the time it took (the paper's unit: one solve per eps)."""
+    if (rec.get("config") or {}).get("bab"):
+        return dist.get("steps", [])
+    return dist["runs"]
+
+
 def table1(records: Sequence[dict], *, substitutes: str = "substitutes") -> list[dict]:
     """The columns of Table 1 per (pruner, gamma), with the evidence beside them.
 
@@ -71,17 +80,20 @@ def table1(records: Sequence[dict], *, substitutes: str = "substitutes") -> list
     ``exact_s`` (attack + f's whole exact distance, time-limited runs included), means and medians over
     all anchors.  Where f did not finish: ``inside`` / ``n_open`` anchors whose exact ``d_bnd(g)`` lies in
     f's proven interval, and that interval's median relative width ``open_width``.
-    ``substitutes="plain"`` reads the substitutes built from the plain PGD attack instead.
+    ``substitutes="plain"`` reads the substitutes built from the plain PGD attack instead.  ``n_bab``: anchors
+    whose distances ran branch and bound in front of the MILP (their runs are bisection steps, see
+    :func:`_runs_of`).
     """
     recs = _ok(records)
     acc: dict[tuple[str, float], dict[str, list]] = {}
     n_anchors = len(records)
     n_exact = sum(_exact(r["f"]) for r in recs)
+    n_bab = sum(bool((r.get("config") or {}).get("bab")) for r in recs)  # D with branch and bound in front
     for rec in recs:
         f = rec["f"]
-        f_eps = [r["eps"] for r in f["runs"]]
+        f_eps = [r["eps"] for r in _runs_of(f, rec)]
         lo, hi = (min(f_eps), max(f_eps)) if f_eps else (math.inf, -math.inf)
-        f_runs = [r["time_s"] for r in f["runs"]]
+        f_runs = [r["time_s"] for r in _runs_of(f, rec)]
         subs = rec["substitutes"] if substitutes == "substitutes" else rec.get("plain", {}).get("substitutes", [])
         d_adv = rec["d_adv"] if substitutes == "substitutes" else rec.get("plain", {}).get("d_adv")
         attack_s = rec.get("attack_s", 0.0) if substitutes == "substitutes" else rec.get("plain", {}).get("attack_s", 0.0)
@@ -103,8 +115,8 @@ def table1(records: Sequence[dict], *, substitutes: str = "substitutes") -> list
                 a["inside"].append(flo - 1e-9 <= g["value"] <= fhi + 1e-9)
                 if math.isfinite(fhi) and fhi > 0:
                     a["width"].append((fhi - flo) / fhi)
-            a["prune"].append(s["prune_s"] / max(1, len(g["runs"])))
-            g_runs = [r["time_s"] for r in g["runs"] if lo <= r["eps"] <= hi]
+            a["prune"].append(s["prune_s"] / max(1, len(_runs_of(g, rec))))
+            g_runs = [r["time_s"] for r in _runs_of(g, rec) if lo <= r["eps"] <= hi]
             a["with_"] += g_runs
             a["without"] += f_runs
             if g_runs and f_runs and np.mean(g_runs) > 0:
@@ -117,7 +129,7 @@ def table1(records: Sequence[dict], *, substitutes: str = "substitutes") -> list
         w, wo = _stats(a["with_"]), _stats(a["without"])
         est, ex = _stats(a["est"]), _stats(a["exact"])
         out.append(dict(
-            method=method, gamma=gamma, anchors=n_anchors, n_ok=len(recs), n_exact=n_exact,
+            method=method, gamma=gamma, anchors=n_anchors, n_ok=len(recs), n_exact=n_exact, n_bab=n_bab,
             rel_diff=rel["mean"], rel_diff_std=rel["std"], rel_diff_median=rel["median"], rel_n=rel["n"],
             rel_max=max(a["rel"]) if a["rel"] else math.nan, collapsed=a["collapsed"][0],
             attack_rel=att["mean"], attack_rel_std=att["std"], attack_rel_median=att["median"],
@@ -171,11 +183,11 @@ def runtime_points(records: Sequence[dict], *, gamma: float) -> dict[str, list[t
     at ``gamma`` per method and of f (key ``"original"``)."""
     pts: dict[str, list[tuple[float, float]]] = {"original": []}
     for rec in _ok(records):
-        pts["original"] += [(r["time_s"], r["eps"]) for r in rec["f"]["runs"] if r["status"] in _DECIDED]
+        pts["original"] += [(r["time_s"], r["eps"]) for r in _runs_of(rec["f"], rec) if r["status"] in _DECIDED]
         for s in rec["substitutes"]:
             if "g" in s and s["gamma"] == gamma:
                 pts.setdefault(s["method"], []).extend(
-                    (r["time_s"], r["eps"]) for r in s["g"]["runs"] if r["status"] in _DECIDED)
+                    (r["time_s"], r["eps"]) for r in _runs_of(s["g"], rec) if r["status"] in _DECIDED)
     return pts
 
 

@@ -49,6 +49,7 @@ class ExperimentConfig:
     threads: int = 1
     attack_seed: int = 0
     plain_attack: bool = False  # also the paper's plain PGD (bisection on eps) and substitutes built from it
+    bab: float = 0.0  # bisection: seconds of branch and bound per target before its MILP (0: the plain MILP)
 
     def __post_init__(self):
         if not self.gammas or not all(0.0 < g < 1.0 for g in self.gammas):
@@ -57,6 +58,8 @@ class ExperimentConfig:
             raise ValueError(f"gamma0 ({self.gamma0}) must lie in (0, min(gammas) = {min(self.gammas)})")
         if self.time_limit <= 0 or (self.total_time_limit is not None and self.total_time_limit <= 0):
             raise ValueError("time limits must be > 0")
+        if self.bab < 0:
+            raise ValueError(f"bab must be >= 0 seconds, got {self.bab}")
         if self.distance_method not in ("bisection", "direct"):
             raise ValueError(f"distance_method must be 'bisection' or 'direct', got {self.distance_method!r}")
 
@@ -89,6 +92,8 @@ def _distance_kwargs(config: ExperimentConfig) -> dict:
               domain=config.domain, threads=config.threads)
     if config.distance_method == "bisection":
         kw["tol"] = config.tol
+        if config.bab > 0:  # branch and bound rules out targets faster than the screening LPs
+            kw.update(bab=config.bab, screen="interval")
     return kw
 
 
