@@ -105,8 +105,8 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
                                  recompute=None if stale is None else [torch.stack(s) for s in stale])
         pre = [(l.reshape(b, -1), u.reshape(b, -1)) for l, u in res.pre_activation]
         empty = torch.zeros(b, dtype=torch.bool)
-        for l, u in pre:
-            empty |= (l > u).any(1)
+        for l, u in pre:  # an empty interval, beyond round-off: no input satisfies the subdomain's splits
+            empty |= (l > u + 1e-9 * (1 + l.abs() + u.abs())).any(1)
         low, scores = _spec_bound(net, lo, hi, pre, lam0, beta0)
         viol = (low - rhs).max(1).values  # (b,)
         return [None if empty[i] else _Domain(tuple((l[i], u[i]) for l, u in pre), tuple(s[i] for s in scores),
