@@ -20,6 +20,7 @@ re-checked in float64 (:func:`lsub_helpers.milp.interpret`) before :func:`bab_pr
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import heapq
 import itertools
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from .bounds import BoundMethod, compute_bounds_box
+from .bounds.alpha import ProjectedAscent
 from .bounds.ibp import ibp_stage
 from .bounds.linear import Relax, back_substitute, relax
 from .milp import LayerBounds, OutputSpec, VerificationStatus, build_model, interpret, solve_model, unreachable
@@ -54,11 +56,16 @@ class BabOptions:
     open subdomains are kept (each holds its layer bounds: about 24 bytes per neuron)."""
 
     batch: int = 8
-    max_domains: int = 20_000
+    max_domains: int = 10_000
     milp_leaf: int = 12  # a subdomain with at most this many unstable ReLUs is decided by its MILP
+    iterations: int = 4  # Adam steps on the slopes and split multipliers per batch of subdomains (0: CROWN)
+    root_iterations: int = 30
+    lr_alpha: float = 0.2  # measured on mnist-cnna-clean at 0.5 d (benchmarks/results/hard.md): 4 steps at
+    lr_beta: float = 0.1  # these rates closed the gap fastest per second among 0-16 steps and 0.05-0.2
 
     def __post_init__(self):
-        if self.batch < 1 or self.max_domains < 1 or self.milp_leaf < 0:
+        if (self.batch < 1 or self.max_domains < 1 or self.milp_leaf < 0 or self.iterations < 0
+                or self.root_iterations < 0 or self.lr_alpha <= 0 or self.lr_beta <= 0):
             raise ValueError(f"BabOptions: batch and max_domains must be >= 1, got {self}")
 
 
@@ -79,6 +86,9 @@ class _Domain:
     pre: tuple[tuple[Tensor, Tensor], ...]  # pre-activation bounds per ReLU layer, (n_l,) each
     scores: tuple[Tensor, ...]  # branching score per neuron (0 where not unstable)
     lower: float  # lower bound of the violation on this subdomain
+    splits: tuple[Tensor, ...]  # per layer (n_l,): +1 fixed active (z >= 0), -1 fixed inactive (z <= 0), 0 free
+    alpha: tuple[Tensor, ...]  # per layer (K, n_l): the optimised lower slopes (warm start of the children)
+    mult: tuple[Tensor, ...]  # per layer (K, n_l): the multipliers of the split constraints
 
 
 def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: float | None = 60.0,
@@ -97,7 +107,7 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
     lam0 = (mat @ last.weight).unsqueeze(1)  # (K, 1, n)
     beta0 = (mat @ last.bias).unsqueeze(1)
 
-    def bound(known, stale=None) -> list[_Domain | None]:
+    def bound(known, stale=None, splits=None, alpha0=None, mult0=None, iterations=0) -> list[_Domain | None]:
         b = len(known[0][0]) if known is not None else 1
         stacked = None if known is None else [(torch.stack(kl), torch.stack(ku)) for kl, ku in known]
         res = compute_bounds_box(net, lo.expand((b,) + lo.shape[1:]), hi.expand((b,) + hi.shape[1:]),
@@ -107,10 +117,15 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
         empty = torch.zeros(b, dtype=torch.bool)
         for l, u in pre:  # an empty interval, beyond round-off: no input satisfies the subdomain's splits
             empty |= (l > u + 1e-9 * (1 + l.abs() + u.abs())).any(1)
-        low, scores = _spec_bound(net, lo, hi, pre, lam0, beta0)
+        if splits is None:
+            splits = [torch.zeros(1, a.size, dtype=torch.int8) for a in net.activations]
+        low, scores, alpha, mult = _spec_bound(net, lo, hi, pre, lam0, beta0, splits, alpha0, mult0, iterations,
+                                               options)
         viol = (low - rhs).max(1).values  # (b,)
         return [None if empty[i] else _Domain(tuple((l[i], u[i]) for l, u in pre), tuple(s[i] for s in scores),
-                                               float(viol[i])) for i in range(b)]
+                                               float(viol[i]), tuple(s[i] for s in splits),
+                                               tuple(a[i] for a in alpha), tuple(m[i] for m in mult))
+                for i in range(b)]
 
     leaves = 0
 
@@ -128,7 +143,7 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
         verdict, chk = interpret(net, model, res, threads=1, time_limit=None if left is None else max(left, 1e-3))
         return verdict, (None if chk is None or not chk.valid else np.asarray(chk.x, dtype=np.float64))
 
-    (root,) = bound(None)
+    (root,) = bound(None, iterations=options.root_iterations)
     if root is None or unreachable(root.lower, spec):
         return BabResult(BabStatus.PROVEN, np.inf if root is None else root.lower, np.inf if root is None else root.lower,
                          1, 0, time.perf_counter() - t0)
@@ -158,6 +173,9 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
             continue
         children_known: list[list[Tensor]] = [[[], []] for _ in net.activations]
         children_stale: list[list[Tensor]] = [[] for _ in net.activations]
+        children_splits: list[list[Tensor]] = [[] for _ in net.activations]
+        children_alpha: list[list[Tensor]] = [[] for _ in net.activations]
+        children_mult: list[list[Tensor]] = [[] for _ in net.activations]
         child_parent = []
         for p in parents:
             where = _branch(net, p)
@@ -168,17 +186,24 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
             stale = _affected(net, layer, idx)
             for side in (0, 1):  # 0: inactive (upper = 0), 1: active (lower = 0)
                 for j, (l, u) in enumerate(p.pre):
+                    s = p.splits[j]
                     if j == layer:
-                        l, u = l.clone(), u.clone()
+                        l, u, s = l.clone(), u.clone(), s.clone()
                         if side:
                             l[idx] = 0.0
                         else:
                             u[idx] = 0.0
+                        s[idx] = 1 if side else -1
                     children_known[j][0].append(l)
                     children_known[j][1].append(u)
                     children_stale[j].append(stale[j])
+                    children_splits[j].append(s)
+                    children_alpha[j].append(p.alpha[j])
+                    children_mult[j].append(p.mult[j])
                 child_parent.append(p)
-        kids = bound(children_known, children_stale)
+        stack = (lambda lists: [torch.stack(v) for v in lists])
+        kids = bound(children_known, children_stale, stack(children_splits), stack(children_alpha),
+                     stack(children_mult), options.iterations)
         count += len(kids)
         for kid, p in zip(kids, child_parent):
             if kid is None:
@@ -186,7 +211,7 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
             value = max(kid.lower, p.lower)  # the parent's bound holds on the child too
             if unreachable(value, spec):
                 continue
-            kid = _Domain(kid.pre, kid.scores, value)
+            kid = dataclasses.replace(kid, lower=value)
             heapq.heappush(heap, (value, next(tie), kid))
     return finish(BabStatus.PROVEN, np.inf, count, 0)
 
@@ -223,31 +248,68 @@ def _branch(net: ReluNetwork, d: _Domain) -> tuple[int, int] | None:
     return where
 
 
-def _spec_bound(net: ReluNetwork, lo: Tensor, hi: Tensor, pre, lam0: Tensor, beta0: Tensor):
-    """CROWN's lower bounds of the spec rows per subdomain, (b, K), and BaBSR scores per layer, (b, n_l):
-    ``-d bound / d intercept * intercept`` of every unstable neuron's upper line, summed over the rows."""
+def _spec_bound(net: ReluNetwork, lo: Tensor, hi: Tensor, pre, lam0: Tensor, beta0: Tensor, splits, alpha0, mult0,
+                iterations: int, options: "BabOptions"):
+    """Lower bounds of the spec rows per subdomain, (b, K), by back-substitution with optimised lower slopes
+    (alpha) and multipliers ``beta >= 0`` of the split constraints ``s * z >= 0`` (beta-CROWN's Lagrangian
+    ``c.f(x) - sum beta s z(x)``, which is below ``c.f(x)`` on the subdomain), ``iterations`` Adam steps
+    from ``alpha0`` / ``mult0`` ((b, K, n_l) each; None: CROWN's slopes and zero multipliers).  Every step's
+    bound is sound; the best per row is kept.  Also the BaBSR scores per layer, (b, n_l) (``-d bound /
+    d intercept * intercept`` of every unstable neuron's upper line, summed over the rows), and the final
+    slopes and multipliers for the children."""
     b, k = pre[0][0].shape[0], lam0.shape[0]
-    rels, leaves = [], []
-    for act, (l, u) in zip(net.activations, pre):
-        r = relax(act, l, u, BoundMethod.CROWN)
-        cu = r.cu.detach().clone().requires_grad_(True)
-        leaves.append(cu)
-        rels.append(_rows(r, cu, k))
-    center = ((lo + hi) / 2).reshape(1, -1).expand(b * k, -1)
-    radius = ((hi - lo) / 2).reshape(1, -1).expand(b * k, -1)
+    rows = b * k
+    rep = (lambda v: v.repeat_interleave(k, 0)) if k > 1 else (lambda v: v)
+    base = [relax(act, l, u, BoundMethod.CROWN) for act, (l, u) in zip(net.activations, pre)]
+    alphas, mults, signs = [], [], []
+    for j, r in enumerate(base):
+        start = rep(r.al) if alpha0 is None else alpha0[j].reshape(rows, -1)
+        alphas.append(start[:, r.cols].detach().clone().requires_grad_(True))
+        s = rep(splits[j].to(F64))
+        signs.append(s if (s != 0).any() else None)
+        m = torch.zeros(rows, r.al.shape[1], dtype=F64) if mult0 is None else mult0[j].reshape(rows, -1)
+        mults.append(m.detach().clone().requires_grad_(True) if signs[j] is not None else None)
+    center = ((lo + hi) / 2).reshape(1, -1).expand(rows, -1)
+    radius = ((hi - lo) / 2).reshape(1, -1).expand(rows, -1)
     lam = lam0.repeat(b, 1, 1)  # row r of subdomain i at i*k + r
     beta = beta0.repeat(b, 1)
-    low, _ = back_substitute(net, len(net.stages) - 1, lam, beta, rels, center, radius, shared=False)
-    low = low[:, 0]
-    grads = torch.autograd.grad(low.sum(), leaves, allow_unused=True)
-    scores = []
-    for g, cu in zip(grads, leaves):
-        scores.append(torch.zeros_like(cu) if g is None else (-g * cu).detach())
-    return low.detach().reshape(b, k), scores
+    last = len(net.stages) - 1
 
+    def evaluate(cus=None) -> Tensor:
+        rels = []
+        for j, r in enumerate(base):
+            al, au, cl = rep(r.al), rep(r.au), rep(r.cl)
+            if r.cols.numel():
+                al = al.index_put((torch.arange(rows).unsqueeze(1), r.cols.unsqueeze(0)), alphas[j])
+            cu = rep(r.cu if cus is None else cus[j])
+            rels.append(Relax(al, cl, au, cu, r.cols, (al - au)[:, r.cols], (cu - cl)[:, r.cols], r.offset_cols))
+        z_terms = [None if s is None else -m * s for s, m in zip(signs, mults)]
+        low, _ = back_substitute(net, last, lam, beta, rels, center, radius, shared=False, z_terms=z_terms,
+                                 lower_only=True)
+        return low[:, 0]
 
-def _rows(r: Relax, cu: Tensor, k: int) -> Relax:
-    """The relaxation of ``b`` subdomains repeated for ``k`` spec rows each (subdomain i at rows i*k..)."""
-    rep = (lambda t: t.repeat_interleave(k, 0)) if k > 1 else (lambda t: t)
-    al, cl, au, cuk = rep(r.al), rep(r.cl), rep(r.au), rep(cu)
-    return Relax(al, cl, au, cuk, r.cols, (al - au)[:, r.cols], (cuk - cl)[:, r.cols], r.offset_cols)
+    params = [a for a in alphas if a.numel()] + [m for m in mults if m is not None]
+    with torch.no_grad():
+        best = evaluate()
+    if iterations and params:
+        ascent = ProjectedAscent([([a for a in alphas if a.numel()], options.lr_alpha, 0.0, 1.0),
+                                  ([m for m in mults if m is not None], options.lr_beta, 0.0, None)])
+        for _ in range(iterations):
+            low = evaluate()
+            best = torch.maximum(best, low.detach())
+            ascent.step(low.sum())
+    cus = [r.cu.detach().clone().requires_grad_(True) for r in base]
+    low = evaluate(cus)
+    best = torch.maximum(best, low.detach())
+    grads = torch.autograd.grad(low.sum(), cus, allow_unused=True)
+    scores = [torch.zeros_like(cu) if g is None else (-g * cu).detach() for g, cu in zip(grads, cus)]
+    n = [r.al.shape[1] for r in base]
+    alpha_out, mult_out = [], []
+    for j, r in enumerate(base):
+        full = rep(r.al).detach().clone()
+        if r.cols.numel():
+            full[:, r.cols] = alphas[j].detach()
+        alpha_out.append(full.reshape(b, k, n[j]))
+        m = torch.zeros(rows, n[j], dtype=F64) if mults[j] is None else mults[j].detach()
+        mult_out.append(m.reshape(b, k, n[j]))
+    return best.reshape(b, k), scores, alpha_out, mult_out

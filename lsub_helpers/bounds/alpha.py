@@ -23,7 +23,7 @@ from .linear import Relax, back_substitute, relax
 from .propagate import check_box, compute_bounds_box
 from .result import BoundMethod, Bounds
 
-__all__ = ["AlphaOptions", "AlphaResult", "alpha_crown_spec"]
+__all__ = ["AlphaOptions", "AlphaResult", "ProjectedAscent", "alpha_crown_spec"]
 
 Tensor = torch.Tensor
 F64 = torch.float64
@@ -52,6 +52,41 @@ class AlphaResult:
     base_lower: Tensor  # (K,)
     iterations: int
     time_s: float
+
+
+class ProjectedAscent:
+    """Adam steps that increase an objective, each tensor kept in its interval ``[low, high]`` (None: open).
+
+    Written out rather than ``torch.optim.Adam``, whose first use in a process imports ``torch._dynamo``
+    (seconds, more than a whole bound computation).  ``groups``: ``(tensors, lr, low, high)``."""
+
+    def __init__(self, groups, betas=(0.9, 0.999), eps=1e-8):
+        self.groups = [(list(ts), lr, low, high) for ts, lr, low, high in groups]
+        self.b1, self.b2, self.eps = betas[0], betas[1], eps
+        self.t = 0
+        self.m = [[torch.zeros_like(x) for x in ts] for ts, *_ in self.groups]
+        self.v = [[torch.zeros_like(x) for x in ts] for ts, *_ in self.groups]
+
+    @property
+    def tensors(self) -> list[Tensor]:
+        return [x for ts, *_ in self.groups for x in ts]
+
+    def step(self, objective: Tensor) -> None:
+        """One step along the gradient of ``objective`` (a scalar computed from :attr:`tensors`)."""
+        grads = iter(torch.autograd.grad(objective, self.tensors, allow_unused=True))
+        self.t += 1
+        c1, c2 = 1 - self.b1**self.t, 1 - self.b2**self.t
+        with torch.no_grad():
+            for (ts, lr, low, high), ms, vs in zip(self.groups, self.m, self.v):
+                for x, m, v in zip(ts, ms, vs):
+                    g = next(grads)
+                    if g is None:
+                        continue
+                    m.mul_(self.b1).add_(g, alpha=1 - self.b1)
+                    v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+                    x.add_(lr * (m / c1) / ((v / c2).sqrt() + self.eps))
+                    if low is not None or high is not None:
+                        x.clamp_(low, high)
 
 
 def alpha_crown_spec(net: ReluNetwork, lower, upper, spec, *, base: Bounds | None = None,
@@ -95,17 +130,12 @@ def alpha_crown_spec(net: ReluNetwork, lower, upper, spec, *, base: Bounds | Non
     alphas = [r.al[:, r.cols].expand(k, -1).clone().requires_grad_(True) for r in start]
     done = 0
     if options.iterations and any(a.numel() for a in alphas):
-        opt = torch.optim.Adam([a for a in alphas if a.numel()], lr=options.lr)
+        ascent = ProjectedAscent([([a for a in alphas if a.numel()], options.lr, 0.0, 1.0)])
         for done in range(1, options.iterations + 1):
-            opt.zero_grad()
             low = bound(alphas)
             gain = (low.detach() - best).max()
             best = torch.maximum(best, low.detach())
-            (-low.sum()).backward()
-            opt.step()
-            with torch.no_grad():
-                for a in alphas:
-                    a.clamp_(0.0, 1.0)
+            ascent.step(low.sum())
             if (done > 1 and gain <= options.tol) or (
                     options.time_limit is not None and time.perf_counter() - t0 > options.time_limit):
                 break

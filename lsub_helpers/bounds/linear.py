@@ -93,12 +93,20 @@ def linear_bounds(net, m, rows, relaxes, center, radius, shared, spec):
     return torch.cat(lows, 1), torch.cat(ups, 1)
 
 
-def back_substitute(net, m, lam, beta, relaxes, center, radius, shared):
-    """``lam`` (1 or B, K, n_{m-1}): coefficients of stage ``m``'s input; ``beta`` (1 or B, K)."""
+def back_substitute(net, m, lam, beta, relaxes, center, radius, shared, *, z_terms=None, lower_only=False):
+    """``lam`` (1 or B, K, n_{m-1}): coefficients of stage ``m``'s input; ``beta`` (1 or B, K).
+
+    ``lower_only``: only the lower bounds (the second result is None).  ``z_terms`` (with ``lower_only``): per
+    ReLU layer j, None or a (B, n_j) tensor added to the coefficients of the pre-activations ``z_j`` on the way
+    (beta-CROWN's Lagrangian terms ``-beta * s * z`` of split constraints ``s * z >= 0``)."""
     k = lam.shape[1]
     top = m - 1
+    if z_terms is not None and not lower_only:
+        raise ValueError("z_terms change the rows' objective: only with lower_only")
     if shared:
         beta_lo, beta_up = beta, beta
+    elif lower_only:
+        pass
     elif m > 0 and 4 * relaxes[m - 1].cols.numel() <= lam.shape[-1]:
         lam, beta = split_first_step(net.stages[m - 1], relaxes[m - 1], lam, beta)
         top = m - 2
@@ -120,6 +128,8 @@ def back_substitute(net, m, lam, beta, relaxes, center, radius, shared):
             lam = lam * rel.au.unsqueeze(1)
             if rel.cols.numel():
                 lam[..., rel.cols] += lam_u.clamp(min=0) * rel.d_slope.unsqueeze(1)
+        if z_terms is not None and z_terms[j] is not None:
+            lam = lam + z_terms[j].unsqueeze(1)
         # stage j: z_j = W_j h_{j-1} + b_j
         stage = net.stages[j]
         shift = lam @ stage.bias
@@ -134,6 +144,8 @@ def back_substitute(net, m, lam, beta, relaxes, center, radius, shared):
     if shared:
         return lin - spread + beta_lo, lin + spread + beta_up
     low = lin - spread + beta
+    if lower_only:
+        return low, None
     return low[:, :k], -low[:, k:]
 
 
