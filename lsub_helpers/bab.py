@@ -1,21 +1,27 @@
 """Branch and bound on ReLU splits: proving one output specification over a box where one MILP is too big.
 
-The box is split into subdomains by fixing unstable ReLUs (``z >= 0``: the neuron is the identity;
-``z <= 0``: it is zero).  Each subdomain is bounded by CROWN with the pre-activation bounds of its parent
-intersected layer by layer and the fixed neurons clipped (:func:`lsub_helpers.bounds.compute_bounds_box` with
-``known``), which tightens the bounds of every later layer; the violation ``max_k (mat @ f(x) - rhs)_k`` of the
-spec is then bounded from below by one back-substitution.  A subdomain whose bound shows the unsafe set
-unreachable, or whose bounds are empty (no input satisfies its splits), is closed; the others are split again,
-worst bound first, on the neuron whose upper-line intercept costs the bound most (the BaBSR score of Bunel et
-al., 2020, read off the gradient of the bound).  The spec is proven when no subdomain is left open.
+The box is split into subdomains by fixing unstable ReLUs (``z >= 0``: the neuron is the identity; ``z <= 0``:
+it is zero). Each subdomain is bounded by CROWN with the pre-activation bounds of its parent intersected layer
+by layer and the fixed neurons clipped (:func:`lsub_helpers.bounds.compute_bounds_box` with ``known``), which
+tightens the bounds of every later layer; the violation ``max_k (mat @ f(x) - rhs)_k`` of the spec is then
+bounded from below by one back-substitution. A subdomain whose bound shows the unsafe set unreachable, or
+whose bounds are empty (no input satisfies its splits), is closed; the others are split again, worst bound
+first, on the neuron whose upper-line intercept costs the bound most (the BaBSR score of Bunel et al., 2020,
+read off the gradient of the bound). The spec is proven when no subdomain is left open.
 
 Everything is sound: every bound holds on its subdomain (float64, up to round-off), a child never reports a
-worse bound than its parent.  Without the split constraints inside the back-substitution (beta-CROWN) the
-bounds are weaker than alpha-beta-CROWN's, so more subdomains are needed for the same proof, and a subdomain
-with every ReLU fixed need not be closed by its bound; so a subdomain with at most ``milp_leaf`` unstable ReLUs
-left goes to the MILP of :mod:`lsub_helpers.milp` built on the subdomain's own bounds (at most ``milp_leaf``
-binaries; the split signs are among its constraints), which decides it exactly.  A point the MILP finds is
-re-checked in float64 (:func:`lsub_helpers.milp.interpret`) before :func:`bab_prove` reports it.
+worse bound than its parent. The intermediate bounds of a subdomain come from CROWN without its split
+constraints (alpha-beta-CROWN also optimises those), so more subdomains are needed for the same proof than
+there, and a subdomain with every ReLU fixed need not be closed by its bound. So a subdomain with at most
+``milp_leaf`` unstable ReLUs left goes to the MILP of :mod:`lsub_helpers.milp` built on the subdomain's own
+bounds (at most ``milp_leaf`` binaries; the split signs are among its constraints), which decides it exactly.
+Each bound comes with the point of the box that minimises its linear function; these points are evaluated, and
+one that reaches the unsafe set is a counterexample. Every point :func:`bab_prove` reports (from there or from
+a MILP) has passed the float64 re-check (:func:`lsub_helpers.milp.check_counterexample`).
+
+The bound of a subdomain is CROWN's back-substitution with the lower slopes of the unstable ReLUs optimised
+(alpha-CROWN, Xu et al., 2021) and the split constraints ``s * z >= 0`` added with multipliers ``beta >= 0``
+(beta-CROWN, Wang et al., 2021), a few projected Adam steps per batch, warm-started from the parent.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from .bounds import BoundMethod, compute_bounds_box
 from .bounds.alpha import ProjectedAscent
 from .bounds.ibp import ibp_stage
 from .bounds.linear import Relax, back_substitute, relax
-from .milp import LayerBounds, OutputSpec, VerificationStatus, build_model, interpret, solve_model, unreachable
+from .milp import (LayerBounds, OutputSpec, VerificationStatus, build_model, check_counterexample, interpret,
+                   solve_model, unreachable)
 from .network import ReluNetwork
 
 __all__ = ["BabOptions", "BabStatus", "BabResult", "bab_prove"]
@@ -119,8 +126,9 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
             empty |= (l > u + 1e-9 * (1 + l.abs() + u.abs())).any(1)
         if splits is None:
             splits = [torch.zeros(1, a.size, dtype=torch.int8) for a in net.activations]
-        low, scores, alpha, mult = _spec_bound(net, lo, hi, pre, lam0, beta0, splits, alpha0, mult0, iterations,
-                                               options)
+        low, scores, alpha, mult, points = _spec_bound(net, lo, hi, pre, lam0, beta0, splits, alpha0, mult0,
+                                                       iterations, options)
+        found.append(_candidate(net, points, flat_lo, flat_hi, spec))
         viol = (low - rhs).max(1).values  # (b,)
         return [None if empty[i] else _Domain(tuple((l[i], u[i]) for l, u in pre), tuple(s[i] for s in scores),
                                                float(viol[i]), tuple(s[i] for s in splits),
@@ -143,10 +151,13 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
         verdict, chk = interpret(net, model, res, threads=1, time_limit=None if left is None else max(left, 1e-3))
         return verdict, (None if chk is None or not chk.valid else np.asarray(chk.x, dtype=np.float64))
 
+    found: list[np.ndarray | None] = []  # a point that passed the re-check, per bounding (the last is the newest)
     (root,) = bound(None, iterations=options.root_iterations)
+    if found[-1] is not None:
+        return BabResult(BabStatus.FALSIFIED, -np.inf, root.lower, 1, 0, time.perf_counter() - t0, 0, found[-1])
     if root is None or unreachable(root.lower, spec):
-        return BabResult(BabStatus.PROVEN, np.inf if root is None else root.lower, np.inf if root is None else root.lower,
-                         1, 0, time.perf_counter() - t0)
+        value = np.inf if root is None else root.lower
+        return BabResult(BabStatus.PROVEN, value, value, 1, 0, time.perf_counter() - t0)
     tie = itertools.count()
     heap = [(root.lower, next(tie), root)]
     count = 1
@@ -205,6 +216,8 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
         kids = bound(children_known, children_stale, stack(children_splits), stack(children_alpha),
                      stack(children_mult), options.iterations)
         count += len(kids)
+        if found[-1] is not None:
+            return finish(BabStatus.FALSIFIED, -np.inf, count, len(heap) + len(kids), found[-1])
         for kid, p in zip(kids, child_parent):
             if kid is None:
                 continue
@@ -214,6 +227,21 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
             kid = dataclasses.replace(kid, lower=value)
             heapq.heappush(heap, (value, next(tie), kid))
     return finish(BabStatus.PROVEN, np.inf, count, 0)
+
+
+def _candidate(net: ReluNetwork, points: Tensor, lower: np.ndarray, upper: np.ndarray, spec: OutputSpec):
+    """The minimisers of the subdomains' linear bounds over the box, evaluated: the first that reaches the
+    unsafe set and passes the float64 re-check (:func:`lsub_helpers.milp.check_counterexample`), or None."""
+    with torch.no_grad():
+        y = net.forward(points.reshape((-1,) + tuple(net.input_shape)))
+    viol = (y @ torch.as_tensor(spec.mat).T - torch.as_tensor(spec.rhs)).max(1).values
+    for i in torch.argsort(viol)[:3].tolist():
+        if viol[i] > 0 or (spec.strict and viol[i] >= 0):
+            break
+        chk = check_counterexample(net, points[i].numpy(), lower, upper, spec)
+        if chk.valid:
+            return np.asarray(chk.x, dtype=np.float64)
+    return None
 
 
 def _affected(net: ReluNetwork, layer: int, idx: int) -> list[Tensor]:
@@ -284,9 +312,12 @@ def _spec_bound(net: ReluNetwork, lo: Tensor, hi: Tensor, pre, lam0: Tensor, bet
             cu = rep(r.cu if cus is None else cus[j])
             rels.append(Relax(al, cl, au, cu, r.cols, (al - au)[:, r.cols], (cu - cl)[:, r.cols], r.offset_cols))
         z_terms = [None if s is None else -m * s for s, m in zip(signs, mults)]
-        low, _ = back_substitute(net, last, lam, beta, rels, center, radius, shared=False, z_terms=z_terms,
-                                 lower_only=True)
+        low, coef = back_substitute(net, last, lam, beta, rels, center, radius, shared=False, z_terms=z_terms,
+                                    lower_only=True)
+        points.append(center - radius * torch.sign(coef[:, 0].detach()))
         return low[:, 0]
+
+    points: list[Tensor] = []
 
     params = [a for a in alphas if a.numel()] + [m for m in mults if m is not None]
     with torch.no_grad():
@@ -312,4 +343,4 @@ def _spec_bound(net: ReluNetwork, lo: Tensor, hi: Tensor, pre, lam0: Tensor, bet
         alpha_out.append(full.reshape(b, k, n[j]))
         m = torch.zeros(rows, n[j], dtype=F64) if mults[j] is None else mults[j].detach()
         mult_out.append(m.reshape(b, k, n[j]))
-    return best.reshape(b, k), scores, alpha_out, mult_out
+    return best.reshape(b, k), scores, alpha_out, mult_out, points[-1]

@@ -2,12 +2,12 @@
 
 :func:`decide` is what every eps-verification of the package runs (``distance.verify`` for "is the ball
 classified as the label", the VNN-LIB runner for a property's disjuncts): bounds on the box rule out the
-specifications they can (:func:`screen`), then one MILP per specification that is left, verdict-only
-(stopped as soon as the sign of the optimum is known), and it stops at the first counterexample that passes
-the float64 re-check.  With ``SolveOptions.bab > 0`` a projected-gradient attack on the box
-(:func:`falsify`) runs first, and each specification gets up to ``bab`` seconds of branch and bound on ReLU
-splits (:mod:`lsub_helpers.bab`) before its MILP, which then gets what is left of its time.  Every LP and MILP of the call draws on one :class:`Budget`.  Options are frozen
-dataclasses, statuses enums.
+specifications they can (:func:`screen`), then one MILP per specification that is left, verdict-only (stopped
+as soon as the sign of the optimum is known), and it stops at the first counterexample that passes the float64
+re-check. With ``SolveOptions.bab > 0`` a projected-gradient attack on the box (:func:`falsify`) runs first,
+and each specification gets up to ``bab`` seconds of branch and bound on ReLU splits (:mod:`lsub_helpers.bab`)
+before its MILP, which then gets what is left of its time. Every LP and MILP of the call draws on one
+:class:`Budget`. Options are frozen dataclasses, statuses enums.
 """
 
 from __future__ import annotations

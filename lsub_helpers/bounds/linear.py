@@ -96,7 +96,8 @@ def linear_bounds(net, m, rows, relaxes, center, radius, shared, spec):
 def back_substitute(net, m, lam, beta, relaxes, center, radius, shared, *, z_terms=None, lower_only=False):
     """``lam`` (1 or B, K, n_{m-1}): coefficients of stage ``m``'s input; ``beta`` (1 or B, K).
 
-    ``lower_only``: only the lower bounds (the second result is None).  ``z_terms`` (with ``lower_only``): per
+    ``lower_only``: only the lower bounds; the second result is then the rows' coefficients on the input
+    (B, K, n_0), whose minimiser over the box is ``center - radius * sign``.  ``z_terms`` (with ``lower_only``): per
     ReLU layer j, None or a (B, n_j) tensor added to the coefficients of the pre-activations ``z_j`` on the way
     (beta-CROWN's Lagrangian terms ``-beta * s * z`` of split constraints ``s * z >= 0``)."""
     k = lam.shape[1]
@@ -145,7 +146,7 @@ def back_substitute(net, m, lam, beta, relaxes, center, radius, shared, *, z_ter
         return lin - spread + beta_lo, lin + spread + beta_up
     low = lin - spread + beta
     if lower_only:
-        return low, None
+        return low, lam
     return low[:, :k], -low[:, k:]
 
 
