@@ -9,12 +9,14 @@ whole call, in two variants run back to back on the same query:
 ``bab``   an attack on the ball, then up to ``--bab`` s of branch and bound per target before its MILP
           (``bab=30``, screening by bounds only: branch and bound rules out targets faster than the LPs).
 
-plus the unstable neurons per layer that CROWN leaves, and optionally (``--distance``) the exact distance by
-bisection within 600 s with the ``bab`` variant.  One JSON line per anchor goes to
+plus the unstable neurons per layer that CROWN leaves.  ``--distance`` computes the exact distance by bisection
+within 600 s with the ``bab`` variant for the anchors already measured (``hard/distance.jsonl``);
+``--tightening S`` measures LP tightening (S s) and optimised slopes at the root (``hard/tightening.jsonl``).  One JSON line per anchor goes to
 ``benchmarks/results/hard/<network>.jsonl`` (resumable); ``--report`` writes ``benchmarks/results/hard.md``.
 The records of the first measurement (before branch and bound existed) are kept in ``hard/before/``.
 
-    python benchmarks/bench_hard.py --anchors 4 [--only mnist-cnna-clean] [--distance]
+    python benchmarks/bench_hard.py --anchors 4 [--only mnist-cnna-clean]
+    python benchmarks/bench_hard.py --anchors 2 --distance        # then --tightening 30
     python benchmarks/bench_hard.py --report
 """
 from __future__ import annotations
@@ -49,7 +51,7 @@ VARIANTS = {"milp": dict(bab=0.0, screen="lp"), "bab": dict(bab=30.0, screen="in
 DECIDED = ("robust", "not_robust")
 
 
-def run(names, n, distance: bool, limit: float, cap: float, bab: float) -> None:
+def run(names, n, limit: float, cap: float, bab: float) -> None:
     shared = shared_data()
     if shared is None:
         print("no shared data directory (LSUB_SHARED, /work/shared or ../shared): nothing to run")
@@ -80,13 +82,34 @@ def run(names, n, distance: bool, limit: float, cap: float, bab: float) -> None:
                             time_s=v.time_s, milp_runs=len(v.runs), unstable=list(v.unstable),
                             bab=[dict(target=t, status=b.status.value, domains=b.domains, time_s=b.time_s,
                                       root_lower=b.root_lower, lower=_finite(b.lower)) for t, b in v.bab_runs]))
-                if distance:
-                    d = boundary_distance(f, x0, y, method="bisection", attack=adv, time_limit=limit,
-                                          total_time_limit=cap, bab=bab, screen="interval")
-                    rec["distance"] = dict(variant="bab", status=d.status.value, lower=_finite(d.lower), upper=_finite(d.upper),
-                                           time_s=d.time_s, steps=len(d.steps))
             append_record(path, rec)
             print(name, i, [(q["fraction"], q["status"], round(q["time_s"], 1)) for q in rec["queries"]], flush=True)
+
+
+def distances(names, n: int, limit: float, cap: float, bab: float) -> None:
+    """The exact distance by bisection (``bab`` variant, ``limit`` s per run, ``cap`` s in all) of the first
+    ``n`` anchors (``sample_anchors``, seed 0, as the queries), one JSON line each in ``hard/distance.jsonl``."""
+    shared = shared_data()
+    torch.set_num_threads(1)
+    path = OUT / "distance.jsonl"
+    repair(path)
+    done = {(r["network"], r["index"]) for r in load_records(path)}
+    for name in names:
+        dataset, rel = NETWORKS[name]
+        f, xs, ys = load_anchor_data(name, dataset, data_root=str(shared / rel), shared_root=str(shared / "models"))
+        for i in sample_anchors(f, xs, ys, n, seed=0):  # the same anchors as the queries
+            if (name, i) in done:
+                continue
+            x0, y = xs[i].to(torch.float64), int(ys[i])
+            adv = min_distance_attack(f, x0, y)
+            d = boundary_distance(f, x0, y, method="bisection", attack=adv, time_limit=limit, total_time_limit=cap,
+                                  bab=bab, screen="interval")
+            out = dict(network=name, index=i, commit=code_commit(), date=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                       variant="bab", d_adv=adv.distance, status=d.status.value, lower=_finite(d.lower),
+                       upper=_finite(d.upper), time_s=d.time_s, attack_s=adv.time_s,
+                       steps=[dict(eps=s.eps, status=s.status.value, time_s=s.time_s) for s in d.steps])
+            append_record(path, out)
+            print("distance", name, i, d.status.value, d.lower, d.upper, round(d.time_s), flush=True)
 
 
 def tightening(names, n: int, budget: float) -> None:
@@ -105,7 +128,7 @@ def tightening(names, n: int, budget: float) -> None:
             if (name, rec["index"]) in done:
                 continue
             x0, y = xs[rec["index"]].to(torch.float64), int(ys[rec["index"]])
-            out = dict(network=name, index=rec["index"], commit=code_commit(), date=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            out = dict(network=name, index=i, commit=code_commit(), date=time.strftime("%Y-%m-%dT%H:%M:%S"),
                        budget_s=budget, fractions=[])
             for frac in FRACTIONS:
                 lo, hi = input_box(f, x0, frac * rec["d_adv"])
@@ -143,7 +166,7 @@ def report() -> str:
         recs = [r for r in load_records(OUT / f"{name}.jsonl") if r["queries"]]
         if not recs:
             continue
-        dist = [r["distance"] for r in recs if "distance" in r]
+        dist = [r for r in load_records(OUT / "distance.jsonl") if r["network"] == name]
         for frac in FRACTIONS:
             for variant in VARIANTS:
                 qs = [q for r in recs for q in r["queries"] if q["fraction"] == frac and q["variant"] == variant]
@@ -173,8 +196,7 @@ def report() -> str:
                 lines.append(f"| {r['network']} | {r['index']} | {q['fraction']} d | {' / '.join(map(str, q['unstable_crown']))} | "
                              f"{' / '.join(map(str, q['unstable_lp']))} ({q['lp_time_s']:.0f} s, {q['lps']} LPs"
                              f"{'' if q['complete'] else ', budget spent'}) | {q['margin_crown']:.2f} | {q['margin_alpha']:.2f} |")
-    times = [(d["status"], d["time_s"], d["lower"], d["upper"], name) for name in NETWORKS
-             for r in load_records(OUT / f"{name}.jsonl") if "distance" in r for d in [r["distance"]]]
+    times = [(d["status"], d["time_s"], d["lower"], d["upper"], d["network"]) for d in load_records(OUT / "distance.jsonl")]
     if times:
         lines += ["", "Exact distances (bisection, `bab` variant, 600 s cap):", "",
                   "| network | status | lower | upper | time (s) |", "|---|---|---|---|---|"]
@@ -187,7 +209,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--anchors", type=int, default=10)
     ap.add_argument("--only", nargs="*", choices=sorted(NETWORKS))
-    ap.add_argument("--distance", action="store_true", help="also the exact distance (600 s cap)")
+    ap.add_argument("--distance", action="store_true",
+                    help="only the exact distances (bisection with branch and bound, --cap s) of the first --anchors anchors")
     ap.add_argument("--time-limit", type=float, default=60.0)
     ap.add_argument("--cap", type=float, default=600.0)
     ap.add_argument("--bab", type=float, default=30.0, help="seconds of branch and bound per target (bab variant)")
@@ -197,8 +220,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.tightening is not None:
         tightening(args.only or list(NETWORKS), args.anchors, args.tightening)
+    elif args.distance:
+        distances(args.only or list(NETWORKS), args.anchors, args.time_limit, args.cap, args.bab)
     elif not args.report:
-        run(args.only or list(NETWORKS), args.anchors, args.distance, args.time_limit, args.cap, args.bab)
+        run(args.only or list(NETWORKS), args.anchors, args.time_limit, args.cap, args.bab)
     text = report()
     (ROOT / "benchmarks" / "results" / "hard.md").write_text(text)
     print(text)

@@ -1,10 +1,12 @@
-"""VNN-COMP 2022 ``mnist_fc`` (784-256x2-10 instances) with the exact MILP verifier.
+"""VNN-COMP 2022 ``mnist_fc`` (784-256xL-10 instances) with the exact MILP verifier.
 
-Runs every ``mnist-net_256x2`` instance of ``instances.csv`` with a time limit, checks that no answer
+Runs every ``mnist-net_<--net>`` instance of ``instances.csv`` (default 256x2) with a time limit, checks that no answer
 contradicts ``ground_truth.csv`` (``consensus_result``), re-checks every counterexample with onnxruntime
 (float32, as VNN-COMP does) and compares the time with the fastest trusted tool.
 
-    .venv/bin/python benchmarks/bench_vnncomp.py [--timeout 60] [--limit N] [--cli]
+    .venv/bin/python benchmarks/bench_vnncomp.py [--timeout 60] [--limit N] [--cli] [--net 256x4] [--bab 20]
+
+``--bab S``: up to S seconds of branch and bound on ReLU splits per disjunct before its MILP.
 
 ``--cli`` runs each instance through ``python -m lsub_helpers vnncomp`` in a subprocess (includes the
 interpreter start-up, as the competition measured); the default runs in-process (times exclude start-up,
@@ -55,6 +57,8 @@ def main(argv=None) -> int:
     ap.add_argument("--bounds", default="crown")
     ap.add_argument("--tighten-lp", type=float, default=0.0)
     ap.add_argument("--no-attack", action="store_true", help="MILP only (no falsifier before it)")
+    ap.add_argument("--net", default="256x2", choices=["256x2", "256x4", "256x6"])
+    ap.add_argument("--bab", type=float, default=0.0, help="seconds of branch and bound per disjunct first")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "vnncomp_mnist_fc.md"))
     args = ap.parse_args(argv)
     import torch
@@ -69,7 +73,7 @@ def main(argv=None) -> int:
         for row in csv.DictReader(f):
             truth[(row["onnx"], row["vnnlib"])] = row
     with open(BENCH / "instances.csv") as f:
-        inst = [r for r in csv.DictReader(f) if "256x2" in r["onnx"]]
+        inst = [r for r in csv.DictReader(f) if args.net in r["onnx"]]
     if args.limit:
         inst = inst[: args.limit]
     machine = _machine()
@@ -83,7 +87,8 @@ def main(argv=None) -> int:
         if args.cli:
             with tempfile.NamedTemporaryFile("r", suffix=".txt") as out:
                 subprocess.run([sys.executable, "-m", "lsub_helpers", "vnncomp", str(onnx_p), str(vnn_p), out.name,
-                                str(args.timeout), "--bounds", args.bounds, "--tighten-lp", str(args.tighten_lp)],
+                                str(args.timeout), "--bounds", args.bounds, "--tighten-lp", str(args.tighten_lp),
+                                "--bab", str(args.bab)],
                                cwd=ROOT, capture_output=True, text=True)
                 lines = Path(out.name).read_text().splitlines()
             result = lines[0].strip() if lines else "error"
@@ -96,7 +101,7 @@ def main(argv=None) -> int:
             if r["onnx"] not in nets:
                 nets[r["onnx"]] = ReluNetwork.from_onnx(onnx_p)
             res = verify_vnnlib(nets[r["onnx"]], prop, time_limit=args.timeout, bounds=args.bounds,
-                                tighten_lp=args.tighten_lp, attack_steps=0 if args.no_attack else 50)
+                                tighten_lp=args.tighten_lp, attack_steps=0 if args.no_attack else 50, bab=args.bab)
             result, x, n_runs = res.result, res.x, len(res.runs)
         wall = time.perf_counter() - t0
         ce_ok = _ort_check(onnx_p, x, prop) if result == "sat" and x is not None else None
@@ -113,13 +118,14 @@ def main(argv=None) -> int:
     times = np.array([r["time"] for r in solved]) if solved else np.zeros(0)
     ratio = np.array([r["time"] / max(r["fastest"], 1e-3) for r in solved]) if solved else np.zeros(0)
     lines = [
-        "# VNN-COMP 2022 mnist_fc, 784-256x2-10: exact MILP (Pyomo + HiGHS)",
+        f"# VNN-COMP 2022 mnist_fc, 784-{args.net}-10: exact MILP (Pyomo + HiGHS)"
+        + (f", {args.bab:g} s of branch and bound per disjunct first" if args.bab else ""),
         "",
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
         machine,
         f"- command: `.venv/bin/python benchmarks/bench_vnncomp.py --timeout {args.timeout:g}"
         f"{' --cli' if args.cli else ''} --bounds {args.bounds} --tighten-lp {args.tighten_lp:g}"
-        f"{' --no-attack' if args.no_attack else ''}`"
+        f"{' --no-attack' if args.no_attack else ''} --net {args.net} --bab {args.bab:g}`"
         + (" (times include interpreter start-up)" if args.cli else " (in-process: times exclude start-up)"),
         f"- threads: 1; bounds: {args.bounds}; LP tightening budget {args.tighten_lp:g} s; "
         f"{'no falsifier' if args.no_attack else 'sign-gradient falsifier (50 steps, 5 starts) first'}; "

@@ -39,7 +39,7 @@ def _vnncomp(args) -> int:
             write_result(args.results, "timeout")
             return 0
         res = verify_vnnlib(net, prop, time_limit=left, bounds=args.bounds, threads=args.threads,
-                            tighten_lp=args.tighten_lp)
+                            tighten_lp=args.tighten_lp, bab=args.bab)
     except Exception:  # noqa: BLE001  (VNN-COMP expects an answer file whatever happens)
         traceback.print_exc()
         write_result(args.results, "error")
@@ -56,8 +56,8 @@ def _vnncomp(args) -> int:
 def _suite(args) -> int:
     from .vnncomp_suite import SuiteOptions, run_suite
 
-    opts = SuiteOptions(bounds=args.bounds, threads=args.threads, tighten_lp=args.tighten_lp, grace=args.grace,
-                        max_timeout=args.max_timeout)
+    opts = SuiteOptions(bounds=args.bounds, threads=args.threads, tighten_lp=args.tighten_lp, bab=args.bab,
+                        grace=args.grace, max_timeout=args.max_timeout)
     run_suite(args.benchmark_dir, args.out, options=opts, scheduler=args.scheduler, workers=args.workers,
               category=args.category, progress=not args.quiet)
     return 0
@@ -73,6 +73,8 @@ def main(argv=None) -> int:
     v.add_argument("timeout", type=float)
     v.add_argument("--bounds", default="crown", choices=["ibp", "crown", "fastlin_ibp"])
     v.add_argument("--threads", type=int, default=1)
+    v.add_argument("--bab", type=float, default=0.0, metavar="SECONDS",
+                   help="branch and bound on ReLU splits per disjunct before its MILP (0: the MILP alone)")
     v.add_argument("--tighten-lp", type=float, default=0.0, metavar="SECONDS",
                    help="time budget for LP tightening of unstable neurons (0: off)")
     v.set_defaults(func=_vnncomp)
@@ -89,6 +91,8 @@ def main(argv=None) -> int:
     s.add_argument("--bounds", default="crown", choices=["ibp", "crown", "fastlin_ibp"])
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--tighten-lp", type=float, default=0.0, metavar="SECONDS")
+    s.add_argument("--bab", type=float, default=0.0, metavar="SECONDS",
+                   help="branch and bound per disjunct before its MILP (0: the MILP alone)")
     s.add_argument("--quiet", action="store_true", help="no progress lines")
     s.set_defaults(func=_suite)
     args = parser.parse_args(argv)

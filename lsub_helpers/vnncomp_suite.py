@@ -66,6 +66,7 @@ class SuiteOptions:
     bounds: str = "crown"
     threads: int = 1
     tighten_lp: float = 0.0
+    bab: float = 0.0  # seconds of branch and bound per disjunct before its MILP (0: the MILP alone)
     grace: float = 10.0  # seconds after the timeout before the process is killed
     max_timeout: float | None = None  # cap on the per-instance timeout (None: the benchmark's own)
 
@@ -136,7 +137,7 @@ def run_instance(bench_dir: str | Path, inst: Instance, result_file: str | Path,
     result_file.unlink(missing_ok=True)
     cmd = _python() + ["vnncomp", str(onnx), str(vnnlib), str(result_file), repr(float(timeout)),
                        "--bounds", options.bounds, "--threads", str(options.threads),
-                       "--tighten-lp", repr(float(options.tighten_lp))]
+                       "--tighten-lp", repr(float(options.tighten_lp)), "--bab", repr(float(options.bab))]
     env = dict(os.environ, OMP_NUM_THREADS=str(options.threads))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     log = result_file.with_suffix(".log")

@@ -62,24 +62,26 @@ class VnnResult:
 
 def verify_vnnlib(net: ReluNetwork, prop, *, time_limit: float = 60.0, bounds="crown", threads: int = 1,
                   verdict_target: float = -1e-4, tighten_lp: float = 0.0, attack_steps: int = 50,
-                  attack_restarts: int = 4) -> VnnResult:
+                  attack_restarts: int = 4, bab: float = 0.0) -> VnnResult:
     """Decide a VNN-LIB property (``read_vnnlib`` output or a path) on ``net`` within ``time_limit`` s.
 
     Per input box: projected sign-gradient descent on each disjunct's violation from the box centre and
     ``attack_restarts`` random points (``attack_steps`` steps; 0 switches it off), then
     :func:`lsub_helpers.verification.decide` (bounds rule out the disjuncts they can, one verdict-only MILP
-    per remaining disjunct), every LP and MILP drawing on the one ``time_limit``.  ``sat`` only with a point
+    per remaining disjunct; with ``bab`` > 0 first up to ``bab`` seconds of branch and bound on ReLU splits,
+    :mod:`lsub_helpers.bab`), every LP and MILP drawing on the one ``time_limit``.  ``sat`` only with a point
     that passed :func:`lsub_helpers.milp.check_counterexample`.
     """
-    from .verification import BoundOptions, Budget, SolveOptions, decide, falsify
+    from .verification import BoundOptions, Budget, ScreenMethod, SolveOptions, decide, falsify
 
     t0 = time.perf_counter()
     budget = Budget(time_limit)
     if not isinstance(prop, list):
         prop = read_vnnlib(prop)
     mats = milp.StageMatrices.of(net)
-    opts = SolveOptions(threads=threads, time_limit=None, mip_rel_gap=None)
-    bopts = BoundOptions(bounds=bounds, tighten_lp=tighten_lp, domain=None)
+    opts = SolveOptions(threads=threads, time_limit=None, mip_rel_gap=None, bab=bab, falsify_steps=0)
+    bopts = BoundOptions(bounds=bounds, tighten_lp=tighten_lp, domain=None,
+                         screen=ScreenMethod.INTERVAL if bab > 0 else ScreenMethod.LP)
     runs = []
     statuses = []
     for bi, (box, disjuncts) in enumerate(prop):
