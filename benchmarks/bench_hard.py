@@ -128,7 +128,7 @@ def tightening(names, n: int, budget: float) -> None:
             if (name, rec["index"]) in done:
                 continue
             x0, y = xs[rec["index"]].to(torch.float64), int(ys[rec["index"]])
-            out = dict(network=name, index=i, commit=code_commit(), date=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            out = dict(network=name, index=rec["index"], commit=code_commit(), date=time.strftime("%Y-%m-%dT%H:%M:%S"),
                        budget_s=budget, fractions=[])
             for frac in FRACTIONS:
                 lo, hi = input_box(f, x0, frac * rec["d_adv"])
