@@ -417,7 +417,6 @@ def _bisection(net, x0f, label, adv: _AttackPoint, budget: Budget, tol: float, o
     def undecided(r: VerificationResult) -> DistanceStatus:
         return DistanceStatus.TIMEOUT if r.status is VerificationStatus.TIMEOUT else DistanceStatus.UNKNOWN
 
-    status = DistanceStatus.EXACT
     if x_best is None:  # no attack point: first decide the whole capped domain
         r = decide(radius)
         if r.status is VerificationStatus.ROBUST:
@@ -426,11 +425,15 @@ def _bisection(net, x0f, label, adv: _AttackPoint, budget: Budget, tol: float, o
             return done(undecided(r), 0.0, math.inf)
         x_best, t_best = np.asarray(r.counterexample, dtype=_F64).reshape(-1), r.target
         hi = float(np.abs(x_best - x0f).max())
-    while hi - lo > tol:
+    # ``ceiling``: the search stays below a radius that could not be decided (it is no upper bound on d_bnd:
+    # ``hi`` is, from a checked point), so that the rest of the budget still raises the proven lower bound
+    ceiling = hi
+    open_status = None  # why a radius stayed undecided, if one did
+    while ceiling - lo > tol:
         if budget.left() <= 0:
-            status = DistanceStatus.TIMEOUT
+            open_status = open_status or DistanceStatus.TIMEOUT
             break
-        eps = (lo + hi) / 2
+        eps = (lo + ceiling) / 2
         r = decide(eps)
         if r.status is VerificationStatus.ROBUST:
             lo = eps
@@ -438,10 +441,11 @@ def _bisection(net, x0f, label, adv: _AttackPoint, budget: Budget, tol: float, o
             xc = np.asarray(r.counterexample, dtype=_F64).reshape(-1)
             d = float(np.abs(xc - x0f).max())
             if d >= hi:  # cannot happen (the point lies in the eps-ball): guard against an endless loop
-                status = DistanceStatus.UNKNOWN
-                break
+                return done(DistanceStatus.UNKNOWN, lo, hi, x_best, t_best)
             hi, x_best, t_best = d, xc, r.target
+            ceiling = min(ceiling, hi)
         else:
-            status = undecided(r)
-            break
+            open_status = undecided(r)
+            ceiling = eps
+    status = DistanceStatus.EXACT if hi - lo <= tol else (open_status or DistanceStatus.TIMEOUT)
     return done(status, lo, hi, x_best, t_best)

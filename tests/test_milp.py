@@ -457,3 +457,22 @@ def test_solving_prints_no_licence_banner():
     assert out.stdout.startswith("status ") and out.stdout.count("\n") == 1, out.stdout
     assert int(out.stdout.split()[-1]) >= 1  # a MILP was solved, so a Highs instance was made
     assert "HiGHS" not in out.stdout + out.stderr and "licence" not in out.stdout + out.stderr
+
+
+def test_bisection_keeps_raising_its_lower_bound_below_an_undecided_radius():
+    net = _net((3, 10, 10, 3), 5, scale=2.0)
+    x0 = torch.full((3,), 0.5, dtype=torch.float64)
+    label = int(net.forward(x0[None])[0].argmax())
+    exact = boundary_distance(net, x0, label, method="bisection", tol=1e-4)
+    assert exact.status is DistanceStatus.EXACT
+    # no time for any MILP: a radius the bounds cannot decide stays open, and the search goes on below it,
+    # where the bounds alone still prove radii
+    r = boundary_distance(net, x0, label, method="bisection", tol=1e-4, time_limit=0.0, total_time_limit=60)
+    kinds = [s.status for s in r.steps]
+    assert VerificationStatus.TIMEOUT in kinds
+    first_open = kinds.index(VerificationStatus.TIMEOUT)
+    assert VerificationStatus.ROBUST in kinds[first_open + 1:]  # proven after the first undecided radius
+    assert r.status is DistanceStatus.TIMEOUT and r.value is None
+    assert 0.0 < r.lower <= exact.lower + 1e-12 and r.upper >= exact.upper - 1e-12
+    for i, s in enumerate(r.steps[first_open + 1:], first_open + 1):
+        assert s.eps < min(t.eps for t in r.steps[:i] if t.status is VerificationStatus.TIMEOUT)
