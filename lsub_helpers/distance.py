@@ -303,8 +303,10 @@ def boundary_distance(
     out (the attack's class first), one MILP minimising ``t = ||x - x0||_inf`` with ``t <=`` the best
     distance so far, solved to HiGHS's ``mip_rel_gap``.  ``method="bisection"``: the paper's procedure,
     binary search over eps with :func:`verify` (verdict-only, bounds recomputed per eps) until the
-    interval is narrower than ``tol``.  ``time_limit`` is per optimisation run, ``total_time_limit`` for
-    the call (every LP and MILP draws on it).
+    interval is narrower than ``tol``; a radius it cannot decide in time leaves the result open (TIMEOUT),
+    and the search goes on below it, raising the proven lower bound.  ``time_limit`` is per optimisation run,
+    ``total_time_limit`` for the call (every LP and MILP draws on it).  ``bab`` > 0 (bisection): each eps gets
+    an attack and branch and bound before its MILPs (see :func:`verify`), all within ``time_limit``.
     """
     try:
         method = DistanceMethod(method)
@@ -405,7 +407,12 @@ def _bisection(net, x0f, label, adv: _AttackPoint, budget: Budget, tol: float, o
 
     def decide(eps: float) -> VerificationResult:
         nonlocal bounds_time
-        r = _verify(net, x0f, label, eps, None, opts, bopts, Budget(budget.left()))
+        # with branch and bound, one eps-verification (all its targets) gets at most ``time_limit``, the
+        # paper's unit (one solve per eps); the plain MILP gets ``time_limit`` per target, as before
+        left = budget.left()
+        if opts.bab > 0 and opts.time_limit is not None:
+            left = min(left, opts.time_limit)
+        r = _verify(net, x0f, label, eps, None, opts, bopts, Budget(left))
         runs.extend(r.runs)
         steps.append(BisectionStep(eps, r.status, len(r.runs), r.time_s))
         bounds_time += r.bounds_time_s

@@ -188,14 +188,16 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
             k, x = found
             return Decision(VerificationStatus.NOT_ROBUST, x, order[k], (), tuple(order), b,
                             milp.unstable_counts(mats, b), bounds_time, time.perf_counter() - t0, (), falsify_s)
-    for j in order:
+    for pos, j in enumerate(order):
         lim = budget.limit(opts.time_limit)
         if lim is not None and lim <= 0:
             verdicts.append(VerificationStatus.TIMEOUT)
             break
         if use_bab:
-            br = bab_prove(net, lower, upper, specs[j], time_limit=min(opts.bab, math.inf if lim is None else lim),
-                           options=opts.bab_options)
+            # the specs left share what is left of the budget: a hard one cannot starve the others
+            share = budget.left() / (len(order) - pos)
+            br = bab_prove(net, lower, upper, specs[j], options=opts.bab_options,
+                           time_limit=min(opts.bab, share, math.inf if lim is None else lim))
             babs.append((j, br))
             if br.status is BabStatus.PROVEN:
                 verdicts.append(VerificationStatus.ROBUST)
@@ -204,7 +206,8 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
                 verdicts.append(VerificationStatus.NOT_ROBUST)
                 x, hit = br.x, j
                 break
-            lim = budget.limit(None if opts.time_limit is None else opts.time_limit - br.time_s)
+            per_run = math.inf if opts.time_limit is None else opts.time_limit - br.time_s
+            lim = budget.limit(min(per_run, share - br.time_s))
             if lim is not None and lim <= 0:
                 verdicts.append(VerificationStatus.TIMEOUT)
                 break
