@@ -86,17 +86,26 @@ def run(names, n, limit: float, cap: float, bab: float) -> None:
             print(name, i, [(q["fraction"], q["status"], round(q["time_s"], 1)) for q in rec["queries"]], flush=True)
 
 
+def _resume(path) -> set:
+    """One thread; the record file repaired after a crash; the (network, index) pairs it already holds."""
+    torch.set_num_threads(1)
+    repair(path)
+    return {(r["network"], r["index"]) for r in load_records(path)}
+
+
+def _network(name: str):
+    shared = shared_data()
+    dataset, rel = NETWORKS[name]
+    return load_anchor_data(name, dataset, data_root=str(shared / rel), shared_root=str(shared / "models"))
+
+
 def distances(names, n: int, limit: float, cap: float, bab: float) -> None:
     """The exact distance by bisection (``bab`` variant, ``limit`` s per run, ``cap`` s in all) of the first
     ``n`` anchors (``sample_anchors``, seed 0, as the queries), one JSON line each in ``hard/distance.jsonl``."""
-    shared = shared_data()
-    torch.set_num_threads(1)
     path = OUT / "distance.jsonl"
-    repair(path)
-    done = {(r["network"], r["index"]) for r in load_records(path)}
+    done = _resume(path)
     for name in names:
-        dataset, rel = NETWORKS[name]
-        f, xs, ys = load_anchor_data(name, dataset, data_root=str(shared / rel), shared_root=str(shared / "models"))
+        f, xs, ys = _network(name)
         for i in sample_anchors(f, xs, ys, n, seed=0):  # the same anchors as the queries
             if (name, i) in done:
                 continue
@@ -116,14 +125,10 @@ def tightening(names, n: int, budget: float) -> None:
     """Unstable neurons per layer before and after LP tightening of the root bounds (``budget`` s), and the
     margin bound CROWN and optimised slopes (alpha-CROWN) give, at 0.5 d and 0.9 d of the first ``n``
     anchors that have records: what tighter root bounds buy, beside what branch and bound does."""
-    shared = shared_data()
-    torch.set_num_threads(1)
     path = OUT / "tightening.jsonl"
-    repair(path)
-    done = {(r["network"], r["index"]) for r in load_records(path)}
+    done = _resume(path)
     for name in names:
-        dataset, rel = NETWORKS[name]
-        f, xs, ys = load_anchor_data(name, dataset, data_root=str(shared / rel), shared_root=str(shared / "models"))
+        f, xs, ys = _network(name)
         for rec in [r for r in load_records(OUT / f"{name}.jsonl") if r["queries"]][:n]:
             if (name, rec["index"]) in done:
                 continue

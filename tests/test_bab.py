@@ -13,6 +13,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_bounds import one_thread  # noqa: F401  (the autouse fixture: one intra-op thread)
 from test_bounds import assert_sound, conv_net, dense_net, sample_box, substitute
 
 from lsub_helpers import bounds as B
@@ -24,14 +25,6 @@ from lsub_helpers.milp import OutputSpec, VerificationStatus
 from lsub_helpers.verification import falsify
 
 F64 = torch.float64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _box(net, seed, width):
