@@ -1,10 +1,10 @@
 """The shape of ``lsub_helpers``: longest modules, longest functions, largest parameter counts, and what
 still returns a long tuple.  Reads the source with ``ast`` (nothing is imported or run).
 
-    python benchmarks/architecture.py [--rev REV] [--top N] [--out benchmarks/results/architecture.md]
+    python benchmarks/architecture.py [--rev REV] [--before REV] [--top N] [--out benchmarks/results/architecture.md]
 
-``--rev`` reads the package as it is at a git revision (for a before/after table) instead of the working
-tree.  Counts: a module's lines are its physical lines; a function's lines run from its ``def`` (decorators
+``--rev`` reads the package as it is at a git revision instead of the working tree; ``--before`` adds the
+same tables for an earlier revision below, for comparison.  Counts: a module's lines are its physical lines; a function's lines run from its ``def`` (decorators
 excluded) to its last line; its parameters are every name it takes (``self``/``cls`` excluded, ``*args`` and
 ``**kwargs`` counted once each).  A function wrapped by ``keyword_options`` also accepts every field of its
 options dataclass as a keyword: those are listed in the column *with options fields*.
@@ -16,6 +16,7 @@ import argparse
 import ast
 import datetime
 import platform
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,22 +91,22 @@ def survey(rev: str | None = None) -> tuple[dict[str, int], list[Function], dict
     return modules, functions, fields
 
 
-def report(rev: str | None, top: int) -> str:
+def report(rev: str | None, top: int, *, level: str = "#") -> str:
     modules, functions, fields = survey(rev)
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev or "HEAD"], capture_output=True,
                           text=True).stdout.strip()
-    out = [f"# Architecture of `{PACKAGE}` at {head}{' (working tree)' if rev is None else ''}", "",
+    out = [f"{level} Architecture of `{PACKAGE}` at {head}{' (working tree)' if rev is None else ''}", "",
            f"- date: {now}; machine: {platform.node()} ({platform.platform()}), Python {platform.python_version()}",
            f"- made by `python benchmarks/architecture.py{' --rev ' + rev if rev else ''} --top {top}` (reads the "
            "source with `ast`)",
            f"- {len(modules)} modules, {sum(modules.values())} lines, {len(functions)} functions and methods", "",
-           f"## Longest modules (top {top})", "", "| module | lines |", "|---|---|"]
+           f"{level}# Longest modules (top {top})", "", "| module | lines |", "|---|---|"]
     out += [f"| `{m}` | {n} |" for m, n in sorted(modules.items(), key=lambda kv: -kv[1])[:top]]
-    out += ["", f"## Longest functions (top {top})", "", "| function | module | lines | parameters |", "|---|---|---|---|"]
+    out += ["", f"{level}# Longest functions (top {top})", "", "| function | module | lines | parameters |", "|---|---|---|---|"]
     out += [f"| `{f.name}` | `{f.module}` | {f.lines} | {f.params} |"
             for f in sorted(functions, key=lambda f: -f.lines)[:top]]
-    out += ["", f"## Largest parameter counts (top {top})", "",
+    out += ["", f"{level}# Largest parameter counts (top {top})", "",
             "| function | module | parameters | with options fields |", "|---|---|---|---|"]
     for f in sorted(functions, key=lambda f: (-f.params, f.name))[:top]:
         extra = f"{f.params - 1 + fields.get(f.options, 0)} (`{f.options}`)" if f.options else ""
@@ -115,18 +116,35 @@ def report(rev: str | None, top: int) -> str:
         out += ["", "Functions taking an options dataclass (`options=` or each field as a keyword): "
                 + ", ".join(f"`{f.name}` ({f.options}, {fields.get(f.options, 0)} fields)" for f in wrapped) + "."]
     tuples = sorted((f for f in functions if f.tuple_return >= 4), key=lambda f: -f.tuple_return)
-    out += ["", "## Functions returning a tuple of 4 or more", "", "| function | module | tuple length |", "|---|---|---|"]
+    out += ["", f"{level}# Functions returning a tuple of 4 or more", "", "| function | module | tuple length |", "|---|---|---|"]
     out += [f"| `{f.name}` | `{f.module}` | {f.tuple_return} |" for f in tuples] or ["| (none) | | |"]
     return "\n".join(out) + "\n"
+
+
+def duplicates() -> str:
+    """The output of ``duplicates --repo lsub_helpers`` (a tool of the development machine), as a section."""
+    exe = shutil.which("duplicates")
+    if exe is None:
+        return "## Repeated blocks\n\n`duplicates` is not on this machine's PATH.\n"
+    out = subprocess.run([exe, "--repo", str(ROOT / PACKAGE), "--most", "40"], capture_output=True, text=True,
+                         timeout=300).stdout.strip()
+    return f"## Repeated blocks (`duplicates --repo {PACKAGE} --most 40`)\n\n```\n{out}\n```\n"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rev", help="read the package at this git revision instead of the working tree")
+    ap.add_argument("--before", help="add the same tables for this earlier revision")
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--duplicates", action="store_true",
+                    help="add what the `duplicates` command (if on the PATH) finds in the package")
     ap.add_argument("--out", help="write the markdown here (default: print it)")
     args = ap.parse_args(argv)
     text = report(args.rev, args.top)
+    if args.duplicates:
+        text += "\n" + duplicates()
+    if args.before:
+        text += "\n" + report(args.before, args.top, level="##")
     if args.out:
         Path(args.out).write_text(text)
     else:

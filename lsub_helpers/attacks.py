@@ -28,7 +28,8 @@ import torch
 from .network import ReluNetwork
 from .options import keyword_options
 
-__all__ = ["AttackStatus", "Loss", "AttackResult", "AttackOptions", "pgd_step", "pgd", "min_distance_attack", "bisection_pgd_attack"]
+__all__ = ["AttackStatus", "Loss", "AttackResult", "AttackOptions", "pgd_step", "pgd", "min_distance_attack",
+           "bisection_pgd_attack"]
 
 _F64 = torch.float64
 _WORK = torch.float32  # dtype of the inner loops

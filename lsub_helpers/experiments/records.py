@@ -255,7 +255,8 @@ class DistanceRecord:
     def from_json(cls, d: Mapping) -> "DistanceRecord":
         _fields("distance", d, ("status", "value", "lower", "upper", "time_s", "attack_s", "runs"),
                 ("unstable", "steps"))
-        return cls(_enum(DistanceStatus, d["status"], "distance status"), d["value"], d["lower"], d["upper"], d["time_s"], d["attack_s"],
+        return cls(_enum(DistanceStatus, d["status"], "distance status"), d["value"], d["lower"], d["upper"],
+                   d["time_s"], d["attack_s"],
                    tuple(RunRecord.from_json(r) for r in d["runs"]), _tuple(d.get("unstable")),
                    tuple(StepRecord.from_json(s) for s in d.get("steps", ())))
 
@@ -404,7 +405,8 @@ class AnchorRecord:
             prov = None
         f, plain = d.get("f"), d.get("plain")
         return cls(
-            index=d["index"], label=d["label"], status=_enum(RecordStatus, d["status"], "record status"), schema=schema, provenance=prov,
+            index=d["index"], label=d["label"], status=_enum(RecordStatus, d["status"], "record status"),
+            schema=schema, provenance=prov,
             timings=Timings(d.get("attack_s"), d.get("wall_s"), _tuple(d.get("load_average")),
                             _tuple(d.get("load_average_end"))),
             d_adv=d.get("d_adv"), f=None if f is None else DistanceRecord.from_json(f),

@@ -1,8 +1,9 @@
 """Table 1 and Figure 3 from experiment records, and the paper's own Table 1 to set beside them.
 
 Every function here reads records (:class:`~lsub_helpers.experiments.records.AnchorRecord`, or their JSON
-objects as :func:`~lsub_helpers.experiments.records.load_records` returns them) and solves nothing.  ``table1`` gives the paper's columns per pruner and gamma plus the columns that decide whether a
-substitute pays: how many anchors have an exact ``d_bnd(f)``, the attack's own error on the same anchors
+objects as :func:`~lsub_helpers.experiments.records.load_records` returns them) and solves nothing.
+``table1`` gives the paper's columns per pruner and gamma plus the columns that decide whether a substitute
+pays: how many anchors have an exact ``d_bnd(f)``, the attack's own error on the same anchors
 (the trivial baseline), medians beside means, the whole estimate per anchor against the whole exact
 computation of ``f`` (time-limited runs counted at the time they took, never dropped), and, where ``f`` did
 not finish, whether the estimate lies inside ``f``'s proven interval.

@@ -2,11 +2,11 @@
 
 ``anchor_record`` does everything for one anchor point (attack, exact distance of ``f`` by bisection,
 every pruner and gamma, exact distance of each substitute, optionally the same from the paper's plain PGD
-attack) and returns a typed record (``run_anchor``: the same as its JSON object) with every optimisation run, the configuration, the code commit,
-the machine and the date.  ``run_experiment`` runs many anchors, appends each finished record to a
-JSON-lines file (a crashed or killed run resumes where it stopped) and can spread anchors over a Dask
-cluster.  ``sample_anchors`` draws anchors as the paper does: at random among the correctly classified test
-points, with a recorded seed.
+attack) and returns a typed record (``run_anchor``: the same as its JSON object) with every optimisation
+run, the configuration, the code commit, the machine and the date.  ``run_experiment`` runs many anchors,
+appends each finished record to a JSON-lines file (a crashed or killed run resumes where it stopped) and can
+spread anchors over a Dask cluster.  ``sample_anchors`` draws anchors as the paper does: at random among the
+correctly classified test points, with a recorded seed.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from ..pruning import PruningError, prune
 from .records import (AnchorRecord, DistanceRecord, PlainAttackRecord, Provenance, RecordStatus, SubstituteRecord,
                       Timings, append_record, code_commit, load_records, repair, run_metadata)
 
-__all__ = ["ExperimentConfig", "Job", "sample_anchors", "select_anchors", "anchor_record", "run_anchor", "run_jobs", "run_experiment",
-           "load_anchor_data"]
+__all__ = ["ExperimentConfig", "Job", "sample_anchors", "select_anchors", "anchor_record", "run_anchor", "run_jobs",
+           "run_experiment", "load_anchor_data"]
 
 
 @dataclass(frozen=True)
