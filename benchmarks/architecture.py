@@ -18,6 +18,7 @@ import datetime
 import platform
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,15 +92,15 @@ def survey(rev: str | None = None) -> tuple[dict[str, int], list[Function], dict
     return modules, functions, fields
 
 
-def report(rev: str | None, top: int, *, level: str = "#") -> str:
+def report(rev: str | None, top: int, *, level: str = "#", command: str | None = None) -> str:
     modules, functions, fields = survey(rev)
+    command = command or f"python benchmarks/architecture.py --rev {rev or 'HEAD'} --top {top}"
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev or "HEAD"], capture_output=True,
                           text=True).stdout.strip()
     out = [f"{level} Architecture of `{PACKAGE}` at {head}{' (working tree)' if rev is None else ''}", "",
            f"- date: {now}; machine: {platform.node()} ({platform.platform()}), Python {platform.python_version()}",
-           f"- made by `python benchmarks/architecture.py{' --rev ' + rev if rev else ''} --top {top}` (reads the "
-           "source with `ast`)",
+           f"- made by `{command}` (reads the source with `ast`)",
            f"- {len(modules)} modules, {sum(modules.values())} lines, {len(functions)} functions and methods", "",
            f"{level}# Longest modules (top {top})", "", "| module | lines |", "|---|---|"]
     out += [f"| `{m}` | {n} |" for m, n in sorted(modules.items(), key=lambda kv: -kv[1])[:top]]
@@ -140,7 +141,8 @@ def main(argv=None) -> int:
                     help="add what the `duplicates` command (if on the PATH) finds in the package")
     ap.add_argument("--out", help="write the markdown here (default: print it)")
     args = ap.parse_args(argv)
-    text = report(args.rev, args.top)
+    command = " ".join(["python", "benchmarks/architecture.py"] + list(argv if argv is not None else sys.argv[1:]))
+    text = report(args.rev, args.top, command=command)
     if args.duplicates:
         text += "\n" + duplicates()
     if args.before:
