@@ -26,8 +26,10 @@ from typing import Callable
 import torch
 
 from .network import ReluNetwork
+from .options import keyword_options
 
-__all__ = ["AttackStatus", "Loss", "AttackResult", "pgd_step", "pgd", "min_distance_attack", "bisection_pgd_attack"]
+__all__ = ["AttackStatus", "Loss", "AttackResult", "AttackOptions", "pgd_step", "pgd", "min_distance_attack",
+           "bisection_pgd_attack"]
 
 _F64 = torch.float64
 _WORK = torch.float32  # dtype of the inner loops
@@ -562,24 +564,37 @@ def _linear_estimate(prob: _Problem, tally: _Tally, classes: list[int]) -> float
     return float((g.detach() / dual).min())
 
 
-def min_distance_attack(
-    net: ReluNetwork,
-    x0: torch.Tensor,
-    label: int,
-    *,
-    domain=(0.0, 1.0),
-    eps_max: float | None = None,
-    steps: int = 100,
-    restarts: int = 1,
-    targets: int | None = 3,
-    smoothing: float = 0.5,
-    smoothing_samples: int = 4,
-    patience: int | None = None,
-    tol: float = 1e-4,
-    max_rounds: int = 30,
-    seed: int = 0,
-) -> AttackResult:
+@dataclass(frozen=True)
+class AttackOptions:
+    """The settings of :func:`min_distance_attack` (each also accepted there as a keyword argument).
+
+    ``domain`` is a pair of bounds (scalars or tensors of the input shape); ``eps_max`` caps the budget
+    (default: the radius at which the ball covers the domain); ``steps`` and ``restarts`` are per PGD round;
+    ``targets`` is the number of most likely other classes attacked with a targeted loss (None: all);
+    ``smoothing`` / ``smoothing_samples`` the smoothed gradient; ``patience`` ends stalled rounds early;
+    ``tol`` and ``max_rounds`` end the refinement; ``seed`` makes the attack reproducible.
+    """
+
+    domain: tuple = (0.0, 1.0)
+    eps_max: float | None = None
+    steps: int = 100
+    restarts: int = 1
+    targets: int | None = 3
+    smoothing: float = 0.5
+    smoothing_samples: int = 4
+    patience: int | None = None
+    tol: float = 1e-4
+    max_rounds: int = 30
+    seed: int = 0
+
+
+@keyword_options(AttackOptions)
+def min_distance_attack(net: ReluNetwork, x0: torch.Tensor, label: int, *, options: AttackOptions) -> AttackResult:
     """The smallest L-inf perturbation this attack can find (a minimisation attack): ``d_adv``.
+
+    Settings: ``options`` (an :class:`AttackOptions`) or its fields as keyword arguments (``domain``,
+    ``eps_max``, ``steps``, ``restarts``, ``targets``, ``smoothing``, ``smoothing_samples``, ``patience``,
+    ``tol``, ``max_rounds``, ``seed``); keywords given beside ``options`` replace its fields.
 
     1. *Bracket*: PGD rounds from random starts at budgets growing geometrically from a linear
        (DeepFool) estimate of the distance, up to ``eps_max`` (default: the radius at which the ball
@@ -599,24 +614,26 @@ def min_distance_attack(
     and ``eps`` the smallest budget at which a PGD round succeeded.  A misclassified anchor is returned
     with status ``MISCLASSIFIED`` without attacking it.
     """
+    o = options
     tally = _Tally()
-    prob = _setup(net, x0, label, domain)
-    tol = _check_eps(tol, "tol")
-    steps, restarts, samples = int(steps), int(restarts), int(smoothing_samples)
+    prob = _setup(net, x0, label, o.domain)
+    tol = _check_eps(o.tol, "tol")
+    steps, restarts, samples = int(o.steps), int(o.restarts), int(o.smoothing_samples)
     if steps < 1 or restarts < 0 or samples < 1:
         raise ValueError(
             f"need steps >= 1, restarts >= 0, smoothing_samples >= 1; got {steps}, {restarts}, {samples}"
         )
+    smoothing = o.smoothing
     if math.isnan(float(smoothing)) or float(smoothing) < 0:
         raise ValueError(f"smoothing must be >= 0, got {smoothing!r}")
-    cap = prob.eps_domain if eps_max is None else _check_eps(eps_max, "eps_max")
+    cap = prob.eps_domain if o.eps_max is None else _check_eps(o.eps_max, "eps_max")
     if not math.isfinite(cap) or cap <= 0:
         raise ValueError("eps_max is required when the domain is unbounded or a single point")
     method = "min_distance"
     if (early := _misclassified(prob, tally, method, None)) is not None:
         return early
-    gen = torch.Generator().manual_seed(int(seed))
-    classes = _targets(prob, targets)
+    gen = torch.Generator().manual_seed(int(o.seed))
+    classes = _targets(prob, o.targets)
     if not classes:  # a one-class network cannot be fooled
         return _result(prob, tally, AttackStatus.FAILED, method, eps=cap)
 
@@ -625,7 +642,7 @@ def min_distance_attack(
         noise = schedule * (4 * float(smoothing)) if smooth and smoothing > 0 else None
         out = _run_pgd(
             prob, tally, torch.cat(starts), eps, torch.tensor(tgts, dtype=torch.long), schedule, Loss.MARGIN,
-            noise=noise, samples=samples, gen=gen, patience=patience,
+            noise=noise, samples=samples, gen=gen, patience=o.patience,
         )
         return out
 
@@ -653,7 +670,7 @@ def min_distance_attack(
     # 2. refine: warm-started, smoothed PGD just below the best distance
     r = 0.1
     tgts = classes + [-1] + [-1] * restarts
-    for _ in range(int(max_rounds)):
+    for _ in range(int(o.max_rounds)):
         if d * r < tol:
             break
         eps = d * (1 - r)

@@ -23,7 +23,8 @@ from .bounds import BoundMethod, compute_bounds
 from .distance import DistanceResult, DistanceStatus, boundary_distance
 from .lemma import delta_lower_bound
 from .network import ReluNetwork
-from .pruning import PruneMethod, Substitute, prune
+from .options import keyword_options
+from .pruning import PruneMethod, PruneOptions, Substitute, prune
 
 __all__ = ["EstimateStatus", "DistanceEstimate", "estimate_distance", "certified_radius"]
 
@@ -78,23 +79,25 @@ def certified_radius(
     return lo
 
 
+@keyword_options(PruneOptions)
 def estimate_distance(
     net: ReluNetwork,
     x0: torch.Tensor,
     label: int,
     *,
-    method: PruneMethod | str,
-    gamma: float,
-    gamma0: float = 0.25,
-    bounds: BoundMethod | str = BoundMethod.FASTLIN_IBP,
+    options: PruneOptions,
     distance_method: str = "direct",
     time_limit: float | None = 60.0,
-    domain: tuple[float, float] = (0.0, 1.0),
     attack: AttackResult | None = None,
     threads: int = 1,
 ) -> DistanceEstimate:
-    """Estimate ``d_bnd(f)`` by the exact distance of a local substitute, with a certified interval."""
-    method = PruneMethod(method)
+    """Estimate ``d_bnd(f)`` by the exact distance of a local substitute, with a certified interval.
+
+    The substitute is built by :func:`~lsub_helpers.pruning.prune` with ``options`` (a
+    :class:`~lsub_helpers.pruning.PruneOptions`, or its fields ``method``, ``gamma``, ``gamma0``, ``bounds``,
+    ``domain``, ``first_layer`` as keyword arguments); ``domain`` is also the domain of the distance."""
+    method = PruneMethod(options.method)
+    domain = options.domain
     label = net.check_label(label)
     x0 = net.check_input(torch.as_tensor(x0), batched=False).to(torch.float64)
     timings: dict[str, float] = {}
@@ -111,7 +114,7 @@ def estimate_distance(
         return DistanceEstimate(EstimateStatus.NO_ADVERSARIAL, None, lower, math.inf, None, None, None, None, timings)
 
     t = time.perf_counter()
-    sub = prune(net, x0, label, method=method, gamma=gamma, gamma0=gamma0, bounds=bounds, attack=adv, domain=domain)
+    sub = prune(net, x0, label, options=options, attack=adv)
     timings["prune_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -20,10 +20,12 @@ import torch
 from .attacks import AttackResult, AttackStatus, min_distance_attack
 from .bounds import BoundMethod, compute_bounds
 from .network import ReluNetwork
+from .options import keyword_options
 
 __all__ = [
     "PruneMethod",
     "PruningError",
+    "PruneOptions",
     "Substitute",
     "PruningTimings",
     "replacement",
@@ -115,20 +117,34 @@ def _check_fractions(gamma: float, gamma0: float) -> None:
         raise ValueError(f"gamma0 ({gamma0}) must be smaller than gamma ({gamma})")
 
 
+@dataclass(frozen=True)
+class PruneOptions:
+    """How Algorithm 1 builds a substitute (each field also a keyword argument of :func:`prune` and
+    :func:`lsub_helpers.estimate.estimate_distance`): the pruner ``method``, the share ``gamma`` of ReLUs
+    replaced, the step share ``gamma0``, the ``bounds`` on ``B(x0, d_adv)``, the input ``domain`` and the
+    first ReLU layer that may be pruned."""
+
+    method: PruneMethod | str
+    gamma: float
+    gamma0: float = 0.25
+    bounds: BoundMethod | str = BoundMethod.FASTLIN_IBP
+    domain: tuple[float, float] = (0.0, 1.0)
+    first_layer: int = 0
+
+
+@keyword_options(PruneOptions)
 def prune(
     net: ReluNetwork,
     x0: torch.Tensor,
     label: int,
     *,
-    method: PruneMethod | str,
-    gamma: float,
-    gamma0: float = 0.25,
-    bounds: BoundMethod | str = BoundMethod.FASTLIN_IBP,
+    options: PruneOptions,
     attack: Callable[..., AttackResult] | AttackResult | None = None,
-    domain: tuple[float, float] = (0.0, 1.0),
-    first_layer: int = 0,
 ) -> Substitute:
     """Algorithm 1: replace ``ceil(gamma * N)`` of the ``N`` hidden ReLUs of ``net`` around ``x0``.
+
+    Settings: ``options`` (a :class:`PruneOptions`) or its fields as keyword arguments (``method``,
+    ``gamma``, ``gamma0``, ``bounds``, ``domain``, ``first_layer``).
 
     ``attack`` is a callable ``attack(net, x0, label, domain=...) -> AttackResult`` (default
     :func:`~lsub_helpers.attacks.min_distance_attack`) or an :class:`AttackResult` already computed for
@@ -138,8 +154,9 @@ def prune(
     ``first_layer=1`` reproduces the paper's literal layer range ``l = 2..L``.
     """
     t_start = time.perf_counter()
-    method = PruneMethod(method)
-    bounds = BoundMethod(bounds)
+    gamma, gamma0, domain, first_layer = options.gamma, options.gamma0, options.domain, options.first_layer
+    method = PruneMethod(options.method)
+    bounds = BoundMethod(options.bounds)
     _check_fractions(gamma, gamma0)
     label = net.check_label(label)
     x0 = net.check_input(torch.as_tensor(x0), batched=False).to(torch.float64)

@@ -29,8 +29,9 @@ from torch import nn
 
 from .attacks import pgd_step
 from .data import Dataset
+from .options import keyword_options
 
-__all__ = ["PGDTrainConfig", "Schedule", "Optimizer", "EpochStats", "TrainResult", "train", "pgd_linf",
+__all__ = ["PGDTrainConfig", "Schedule", "Optimizer", "TrainOptions", "EpochStats", "TrainResult", "train", "pgd_linf",
            "evaluate", "pgd_accuracy", "latest_checkpoint", "cosine_lr"]
 
 
@@ -169,14 +170,37 @@ def _check_plan(plan, epochs: int) -> tuple[tuple[float, float], ...]:
     return plan
 
 
-def train(model: nn.Module, dataset: Dataset, *, epochs: int, batch_size: int = 128, lr: float = 1e-3,
-          seed: int = 0, adversarial: PGDTrainConfig | None = None, optimizer: Optimizer | str = "adam",
-          schedule: Schedule | str = "constant", cosine_plan: Sequence[tuple[float, float]] | None = None,
-          weight_decay: float = 0.0,
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    """What :func:`train` does (each field also accepted there as a keyword argument): ``epochs`` of
+    minibatches of ``batch_size``, learning rate ``lr`` under ``schedule`` (``cosine_plan``: see
+    :func:`cosine_lr`), ``optimizer`` with ``weight_decay``, ``seed`` for the batch order and PGD starts, and
+    ``adversarial`` (None: clean training).  Strings for ``optimizer`` and ``schedule`` become the enums."""
+
+    epochs: int
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    adversarial: PGDTrainConfig | None = None
+    optimizer: Optimizer | str = Optimizer.ADAM
+    schedule: Schedule | str = Schedule.CONSTANT
+    cosine_plan: Sequence[tuple[float, float]] | None = None
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "optimizer", Optimizer(self.optimizer))
+        object.__setattr__(self, "schedule", Schedule(self.schedule))
+
+
+@keyword_options(TrainOptions)
+def train(model: nn.Module, dataset: Dataset, *, options: TrainOptions,
           checkpoint_dir: str | os.PathLike | None = None, progress: bool = True,
           log: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``model`` in place on ``dataset`` and return it with per-epoch statistics.
 
+    Settings: ``options`` (a :class:`TrainOptions`) or its fields as keyword arguments (``epochs``,
+    ``batch_size``, ``lr``, ``seed``, ``adversarial``, ``optimizer``, ``schedule``, ``cosine_plan``,
+    ``weight_decay``); keywords given beside ``options`` replace its fields.
     With ``checkpoint_dir`` the state (model, optimizer, generator, history) is saved after every epoch
     as ``epoch_NNNN.pt`` and a later call with the same arguments resumes from the latest one; a checkpoint
     made with other arguments raises ``ValueError``. Same seed and same initial model -> same weights.
@@ -184,7 +208,9 @@ def train(model: nn.Module, dataset: Dataset, *, epochs: int, batch_size: int = 
     re-plans the decay part-way, e.g. to shorten a checkpointed run: its epochs so far must have had
     exactly the rates the new plan gives them.
     """
-    optimizer, schedule = Optimizer(optimizer), Schedule(schedule)
+    o = options
+    epochs, batch_size, lr, seed, adversarial = o.epochs, o.batch_size, o.lr, o.seed, o.adversarial
+    optimizer, schedule, weight_decay = o.optimizer, o.schedule, o.weight_decay
     key = _config_key(epochs=None, batch_size=batch_size, lr=lr, seed=seed, adversarial=adversarial,
                       optimizer=optimizer, schedule=schedule, weight_decay=weight_decay, data=dataset.name,
                       n=len(dataset))
@@ -197,7 +223,7 @@ def train(model: nn.Module, dataset: Dataset, *, epochs: int, batch_size: int = 
     n = len(dataset)
     per_epoch = math.ceil(n / batch_size)
     total_steps = epochs * per_epoch
-    plan = _check_plan(cosine_plan if cosine_plan is not None else ((0, epochs),), epochs)
+    plan = _check_plan(o.cosine_plan if o.cosine_plan is not None else ((0, epochs),), epochs)
 
     def lr_at(step: int) -> float:
         return lr if schedule is Schedule.CONSTANT else cosine_lr(lr, step, per_epoch, plan)

@@ -38,7 +38,7 @@ from torch import nn
 from . import data as data_mod
 from . import models
 from .network import ReluNetwork
-from .training import PGDTrainConfig, evaluate, pgd_accuracy, train
+from .training import PGDTrainConfig, TrainOptions, evaluate, pgd_accuracy, train
 
 __all__ = ["Recipe", "PgdEval", "names", "own_names", "recipe", "load", "load_torch", "manifest",
            "WEIGHTS_DIR", "TABLE1", "train_and_save", "measure"]
@@ -89,6 +89,11 @@ class Recipe:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return INPUT_SHAPES[self.dataset]
+
+    def train_options(self) -> TrainOptions:
+        """The recipe's settings of :func:`lsub_helpers.training.train`."""
+        return TrainOptions(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
+                            adversarial=self.adversarial, schedule=self.schedule, cosine_plan=self.cosine_plan)
 
     def settings(self) -> dict:
         return {"dataset": self.dataset, "architecture": self.architecture, "epochs": self.epochs,
@@ -317,9 +322,7 @@ def train_and_save(r: Recipe, weights_dir: str | os.PathLike, *, data_root=None,
     # Small networks train fastest (and identically) on one thread; on a busy machine more threads only
     # wait for each other at every tiny matrix product.
     with _num_threads(1 if r.embedded else torch.get_num_threads()):
-        result = train(model, train_set, epochs=r.epochs, batch_size=r.batch_size, lr=r.lr, seed=r.seed,
-                       adversarial=r.adversarial, schedule=r.schedule, cosine_plan=r.cosine_plan,
-                       checkpoint_dir=checkpoint_dir,
+        result = train(model, train_set, options=r.train_options(), checkpoint_dir=checkpoint_dir,
                        progress=progress, log=log)
         t0 = time.perf_counter()
         measured = measure(r, model, test_set)

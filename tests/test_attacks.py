@@ -411,3 +411,31 @@ def test_bisection_pgd_is_never_below_the_strong_attack_on_a_relu_network():
 
     exact = boundary_distance(net, x0, label, method="direct", attack=False, mip_rel_gap=1e-9)
     assert exact.value is not None and plain.distance >= exact.value * (1 - 1e-9)  # d_bnd <= d_adv
+
+
+def test_attack_options_and_keywords_are_the_same_call():
+    """``options=AttackOptions(...)`` and the old keyword arguments give the same attack; a keyword beside
+    ``options`` replaces that field; the signature still lists every keyword with its default."""
+    import dataclasses
+    import inspect
+
+    from lsub_helpers.attacks import AttackOptions
+
+    net = relu_mlp(3, n_in=10, hidden=16)
+    x0, label = correctly_classified(net, 4)
+    kw = dict(seed=5, steps=40, targets=2, max_rounds=5)
+    a = min_distance_attack(net, x0, label, **kw)
+    b = min_distance_attack(net, x0, label, options=AttackOptions(**kw))
+    c = min_distance_attack(net, x0, label, options=AttackOptions(**{**kw, "seed": 9}), seed=5)
+    assert a.success and a.distance == b.distance == c.distance and torch.equal(a.x_adv, b.x_adv)
+    assert (a.num_gradient, a.num_forward) == (b.num_gradient, b.num_forward) == (c.num_gradient, c.num_forward)
+    params = inspect.signature(min_distance_attack).parameters
+    assert {f.name: f.default for f in dataclasses.fields(AttackOptions)} == {
+        k: p.default for k, p in params.items() if k not in ("net", "x0", "label", "options")}
+    assert params["steps"].default == 100 and params["targets"].default == 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        AttackOptions().steps = 3
+    with pytest.raises(TypeError, match="AttackOptions"):
+        min_distance_attack(net, x0, label, options=dict(seed=1))
+    with pytest.raises(TypeError):
+        min_distance_attack(net, x0, label, stpes=10)  # a misspelt keyword is refused, as before

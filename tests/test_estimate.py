@@ -58,3 +58,24 @@ def test_misclassified_anchor_is_reported():
     net, x0, y, _ = cases()[0]
     est = estimate_distance(net, x0, (y + 1) % net.num_classes, method="linear", gamma=0.5)
     assert est.status is EstimateStatus.MISCLASSIFIED
+
+
+def test_prune_options_serve_prune_and_estimate_alike():
+    """``PruneOptions`` is the one description of a substitute: ``prune`` and ``estimate_distance`` take it
+    whole or as the old keyword arguments, with the same result."""
+    import torch
+
+    from lsub_helpers.pruning import PruneOptions, prune
+
+    net, x0, y, adv = cases()[1]
+    opts = PruneOptions(method="linear", gamma=0.9, gamma0=0.2)
+    a = prune(net, x0, y, method="linear", gamma=0.9, gamma0=0.2, attack=adv)
+    b = prune(net, x0, y, options=opts, attack=adv)
+    assert all(torch.equal(p, q) for p, q in zip(a.pruned, b.pruned)) and a.steps == b.steps
+    assert b.method is PruneMethod.LINEAR and b.gamma == 0.9
+    e1 = estimate_distance(net, x0, y, method="linear", gamma=0.9, gamma0=0.2, attack=adv)
+    e2 = estimate_distance(net, x0, y, options=opts, attack=adv)
+    assert (e1.status, e1.estimate, e1.lower, e1.upper) == (e2.status, e2.estimate, e2.lower, e2.upper)
+    assert e2.substitute.pruned_per_layer == b.pruned_per_layer
+    with pytest.raises(ValueError, match="gamma0"):
+        prune(net, x0, y, options=opts, gamma0=0.95, attack=adv)  # the keyword replaces the field, then checked

@@ -9,14 +9,17 @@ import pytest
 import torch
 from torch import nn
 
-from lsub_helpers.experiments import (ExperimentConfig, attack_comparison, load_records, paper_table1, repair,
-                                      run_anchor, run_experiment, runtime_points, sample_anchors, select_anchors,
-                                      side_by_side_markdown, table1, table1_markdown)
+from lsub_helpers.distance import DistanceStatus
+from lsub_helpers.experiments import (SCHEMA_VERSION, AnchorRecord, DistanceRecord, ExperimentConfig, RecordStatus,
+                                      SchemaError, SubstituteRecord, attack_comparison, load_records, paper_table1,
+                                      read_records, repair, run_anchor, run_experiment, runtime_points,
+                                      sample_anchors, select_anchors, side_by_side_markdown, table1, table1_markdown)
+from lsub_helpers.milp import VerificationStatus
 from lsub_helpers.network import ReluNetwork
 
 
 def _run(eps, status, t):
-    return dict(eps=eps, target=1, status=status, solver_status="x", time_s=t, build_time_s=0.0, binaries=3)
+    return dict(eps=eps, target=1, status=status, solver_status="optimal", time_s=t, build_time_s=0.0, binaries=3)
 
 
 def _dist(value, runs, status="exact", time_s=10.0, attack_s=1.0, lower=None, upper=None):
@@ -120,7 +123,15 @@ def test_run_anchor_and_resume(tmp_path):
     assert lin["attack_reused"]  # g(x_adv) = f(x_adv) for the linear substitute
     assert lin["g"]["value"] is None or lin["g"]["value"] <= rec["d_adv"] + 1e-12
     assert len(rec["f"]["steps"]) >= 1  # every bisection step, MILP or not
-    json.dumps(rec)  # JSON-able
+    line = json.loads(json.dumps(rec))  # JSON-able
+    typed = AnchorRecord.from_json(line)
+    assert typed.to_json() == line  # read back and written again: the same object
+    assert typed.status is RecordStatus.OK and typed.schema == SCHEMA_VERSION and typed.ok
+    assert isinstance(typed.f, DistanceRecord) and typed.f.status is DistanceStatus.EXACT
+    assert typed.f.value == rec["f"]["value"] and typed.timings.attack_s == rec["attack_s"] > 0
+    assert typed.provenance.config["gamma0"] == 0.2 and typed.timings.wall_s >= typed.timings.attack_s
+    assert all(isinstance(s, SubstituteRecord) and s.g is not None for s in typed.substitutes)
+    assert [r.status for r in typed.f.runs] == [VerificationStatus(r["status"]) for r in rec["f"]["runs"]]
     out = tmp_path / "r.jsonl"
     for key in ("commit", "machine", "date", "versions", "config", "schema"):
         assert key in rec
@@ -131,6 +142,59 @@ def test_run_anchor_and_resume(tmp_path):
     assert [r["index"] for r in recs] == [0, 5]  # anchor 0 not recomputed, 5 appended
     assert recs[1]["status"] == "misclassified"
     assert len(out.read_text().splitlines()) == 2
+    typed = read_records(out)
+    assert [r.status for r in typed] == [RecordStatus.OK, RecordStatus.MISCLASSIFIED]
+    assert typed[1].f is None and typed[1].timings.attack_s is None and typed[1].to_json() == recs[1]
+    assert table1(typed) == table1(recs)  # the report reads typed records and their JSON objects alike
+
+
+def test_committed_records_load_unchanged():
+    """The Table 1 records in the repository (schema 1 without provenance, schema 2 with it) load as typed
+    records and are written back to the very same JSON objects; the files are only read."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "table1"
+    files = sorted(folder.glob("*.jsonl"))
+    assert files
+    schemas = set()
+    for path in files:
+        raw = load_records(path)
+        typed = read_records(path)
+        assert len(typed) == len(raw) > 0
+        for d, r in zip(raw, typed):
+            assert r.to_json() == d
+            assert r.schema == d.get("schema", 1) and (r.provenance is None) == (r.schema == 1)
+            schemas.add(r.schema)
+    assert schemas == {1, 2}
+
+
+def test_old_schema_1_record_reads_without_provenance():
+    old = dict(RECORDS[0])  # a schema-1 record: no schema field, no provenance
+    r = AnchorRecord.from_json(old)
+    assert r.schema == 1 and r.provenance is None and r.d_adv == 0.12
+    assert r.substitutes[1].g.value is None and r.substitutes[1].g.exact  # a collapsed substitute
+    assert "schema" not in r.to_json() and AnchorRecord.from_json(r.to_json()) == r
+
+
+@pytest.mark.parametrize("schema", [3, 0, "2", None, True])
+def test_unknown_schema_version_is_refused(schema):
+    bad = dict(RECORDS[2], schema=schema, commit=None, machine=None, date=None, versions=None, config=None)
+    with pytest.raises(SchemaError, match=r"schema version .* this code reads versions \[1, 2\]"):
+        AnchorRecord.from_json(bad)
+
+
+def test_malformed_records_are_refused_clearly():
+    with pytest.raises(SchemaError, match=r"unknown fields \['colour'\]"):
+        AnchorRecord.from_json(dict(RECORDS[2], colour="red"))
+    with pytest.raises(SchemaError, match=r"missing fields \['commit'"):
+        AnchorRecord.from_json(dict(RECORDS[2], schema=2))  # schema 2 must say where it was computed
+    with pytest.raises(SchemaError, match="'maybe' is not one of"):
+        AnchorRecord.from_json(dict(RECORDS[2], status="maybe"))
+    bad_run = dict(RECORDS[1], f=_dist(None, [dict(_run(0.1, "robust", 1.0), solver_status="x")]))
+    with pytest.raises(SchemaError, match="run solver_status: 'x'"):
+        AnchorRecord.from_json(bad_run)
+    with pytest.raises(SchemaError):
+        table1([dict(RECORDS[0], schema=99)])  # the report refuses what it cannot read, never guesses
 
 
 def test_select_anchors_keeps_what_bounds_cannot_certify():
@@ -216,12 +280,13 @@ def test_experiment_notebook_pair_is_in_sync():
 def test_with_branch_and_bound_the_runs_are_the_bisection_steps():
     # an anchor whose distances ran branch and bound in front of the MILP: eps-verifications decided without
     # any MILP still count, each as one run with its whole time (the bisection steps)
-    rec = dict(index=7, label=0, status="ok", d_adv=0.11, attack_s=1.0, config=dict(bab=30.0),
-               f=dict(status="exact", value=0.1, lower=0.1, upper=0.1, time_s=9.0, runs=[],
+    rec = dict(index=7, label=0, status="ok", schema=2, commit=None, machine={}, date=None, versions={},
+               config=dict(bab=30.0), d_adv=0.11, attack_s=1.0,
+               f=dict(status="exact", value=0.1, lower=0.1, upper=0.1, time_s=9.0, attack_s=0.0, runs=[],
                       steps=[dict(eps=0.05, status="robust", milp_runs=0, time_s=2.0),
                              dict(eps=0.15, status="not_robust", milp_runs=0, time_s=4.0)]),
                substitutes=[dict(method="linear", gamma=0.9, prune_s=0.3, g=dict(
-                   status="exact", value=0.1, lower=0.1, upper=0.1, time_s=3.0, runs=[],
+                   status="exact", value=0.1, lower=0.1, upper=0.1, time_s=3.0, attack_s=0.0, runs=[],
                    steps=[dict(eps=0.06, status="robust", milp_runs=0, time_s=1.0),
                           dict(eps=0.2, status="not_robust", milp_runs=0, time_s=0.5)]))])
     (row,) = table1([rec])

@@ -145,3 +145,26 @@ def test_resume_with_a_replanned_cosine(digits, tmp_path):
     training.train(fresh(), digits, epochs=2, checkpoint_dir=tmp_path / "b", **kw)  # plan (0, 2)
     with pytest.raises(ValueError, match="does not reproduce"):
         training.train(fresh(), digits, epochs=3, cosine_plan=((0, 4), (2, 3)), checkpoint_dir=tmp_path / "b", **kw)
+
+
+def test_train_options_and_keywords_are_the_same_run(digits, tmp_path):
+    """``options=TrainOptions(...)`` and the old keyword arguments train the same weights and write
+    checkpoints the other form resumes (the same configuration key)."""
+    from lsub_helpers.training import Optimizer, Schedule, TrainOptions
+
+    kw = dict(epochs=2, batch_size=32, lr=1e-2, seed=3, schedule="cosine")
+    a = training.train(fresh(), digits, progress=False, **kw).model
+    opts = TrainOptions(**kw)
+    assert opts.schedule is Schedule.COSINE and opts.optimizer is Optimizer.ADAM  # strings become the enums
+    b = training.train(fresh(), digits, options=opts, progress=False).model
+    assert same_weights(a, b)
+    const = {**kw, "schedule": "constant"}  # (a cosine run's length cannot change on resume)
+    training.train(fresh(), digits, options=TrainOptions(**{**const, "epochs": 1}), checkpoint_dir=tmp_path,
+                   progress=False)
+    resumed = training.train(fresh(seed=9), digits, checkpoint_dir=tmp_path, progress=False, **const)
+    assert resumed.resumed_from == 1
+    assert same_weights(resumed.model, training.train(fresh(), digits, progress=False, **const).model)
+    c = training.train(fresh(), digits, options=TrainOptions(**{**kw, "seed": 4}), seed=3, progress=False).model
+    assert same_weights(a, c)  # the keyword replaces the field of options
+    with pytest.raises(TypeError):
+        training.train(fresh(), digits, lr=1e-2)  # epochs is still required

@@ -1,8 +1,9 @@
 """Table 1 and Figure 3 from experiment records, and the paper's own Table 1 to set beside them.
 
-Every function here reads records (see :func:`lsub_helpers.experiments.runner.run_anchor`) and solves
-nothing.  ``table1`` gives the paper's columns per pruner and gamma plus the columns that decide whether a
-substitute pays: how many anchors have an exact ``d_bnd(f)``, the attack's own error on the same anchors
+Every function here reads records (:class:`~lsub_helpers.experiments.records.AnchorRecord`, or their JSON
+objects as :func:`~lsub_helpers.experiments.records.load_records` returns them) and solves nothing.
+``table1`` gives the paper's columns per pruner and gamma plus the columns that decide whether a substitute
+pays: how many anchors have an exact ``d_bnd(f)``, the attack's own error on the same anchors
 (the trivial baseline), medians beside means, the whole estimate per anchor against the whole exact
 computation of ``f`` (time-limited runs counted at the time they took, never dropped), and, where ``f`` did
 not finish, whether the estimate lies inside ``f``'s proven interval.
@@ -13,17 +14,16 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .records import RecordStatus
+from .records import AnchorRecord, DistanceRecord, as_records
 
 __all__ = ["table1", "table1_markdown", "runtime_points", "attack_comparison", "paper_table1",
            "side_by_side_markdown", "row_group_summary", "ROW_GROUPS"]
 
-_OK = RecordStatus.OK.value
-_DECIDED = ("robust", "not_robust")
+Records = Sequence["AnchorRecord | Mapping"]  # typed records or their JSON objects
 PAPER_CSV = Path(__file__).with_name("paper_table1.csv")
 
 # The row groups of Table 1 (the paper's six, plus WK17a) and the record files they read:
@@ -46,28 +46,32 @@ def _stats(values: Iterable[float]) -> dict:
     return dict(mean=float(v.mean()), std=float(v.std()), median=float(np.median(v)), n=int(v.size))
 
 
-def _ok(records: Sequence[dict]) -> list[dict]:
-    return [r for r in records if r.get("status") == _OK]
+def _ok(records: Sequence[AnchorRecord]) -> list[AnchorRecord]:
+    return [r for r in records if r.ok]
 
 
-def _exact(d: dict) -> bool:
-    return d["status"] == "exact"
+def _attack_s(rec: AnchorRecord) -> float:
+    return rec.timings.attack_s or 0.0
 
 
 def _rel(value: float | None, ref: float) -> float | None:
     return None if value is None else abs(value - ref) / ref
 
 
-def _runs_of(dist: dict, rec: dict) -> list[dict]:
-    """The optimisation runs of a distance record: its MILP runs, or, when the campaign ran branch and bound
-    in front of the MILP (``config.bab > 0``, where many eps-verifications need no MILP), its bisection
-    steps, each one eps-verification with the time it took (the paper's unit: one solve per eps)."""
-    if (rec.get("config") or {}).get("bab"):
-        return dist.get("steps", [])
-    return dist["runs"]
+def _uses_bab(rec: AnchorRecord) -> bool:
+    """The campaign ran branch and bound in front of the MILP for this anchor (``config.bab > 0``)."""
+    config = rec.provenance.config if rec.provenance is not None else None
+    return bool((config or {}).get("bab"))
 
 
-def table1(records: Sequence[dict], *, substitutes: str = "substitutes") -> list[dict]:
+def _runs_of(d: DistanceRecord, rec: AnchorRecord) -> tuple:
+    """The optimisation runs of a distance record: its MILP runs, or, where the campaign ran branch and bound
+    in front of the MILP (many eps-verifications then need no MILP), its bisection steps, each one
+    eps-verification with the time it took (the paper's unit: one solve per eps)."""
+    return d.steps if _uses_bab(rec) else d.runs
+
+
+def table1(records: Records, *, substitutes: str = "substitutes") -> list[dict]:
     """The columns of Table 1 per (pruner, gamma), with the evidence beside them.
 
     Over anchors where both distances are exact: ``rel_diff`` (mean, std, median, max of
@@ -84,45 +88,49 @@ def table1(records: Sequence[dict], *, substitutes: str = "substitutes") -> list
     whose distances ran branch and bound in front of the MILP (their runs are bisection steps, see
     :func:`_runs_of`).
     """
+    records = as_records(records)
     recs = _ok(records)
     acc: dict[tuple[str, float], dict[str, list]] = {}
     n_anchors = len(records)
-    n_exact = sum(_exact(r["f"]) for r in recs)
-    n_bab = sum(bool((r.get("config") or {}).get("bab")) for r in recs)  # D with branch and bound in front
+    n_exact = sum(r.f.exact for r in recs)
+    n_bab = sum(_uses_bab(r) for r in recs)
     for rec in recs:
-        f = rec["f"]
-        f_eps = [r["eps"] for r in _runs_of(f, rec)]
+        f = rec.f
+        f_eps = [r.eps for r in _runs_of(f, rec)]
         lo, hi = (min(f_eps), max(f_eps)) if f_eps else (math.inf, -math.inf)
-        f_runs = [r["time_s"] for r in _runs_of(f, rec)]
-        subs = rec["substitutes"] if substitutes == "substitutes" else rec.get("plain", {}).get("substitutes", [])
-        d_adv = rec["d_adv"] if substitutes == "substitutes" else rec.get("plain", {}).get("d_adv")
-        attack_s = rec.get("attack_s", 0.0) if substitutes == "substitutes" else rec.get("plain", {}).get("attack_s", 0.0)
+        f_runs = [r.time_s for r in _runs_of(f, rec)]
+        if substitutes == "substitutes":
+            subs, d_adv, attack_s = rec.substitutes, rec.d_adv, _attack_s(rec)
+        elif rec.plain is not None:
+            subs, d_adv, attack_s = rec.plain.substitutes, rec.plain.d_adv, rec.plain.attack_s
+        else:
+            subs, d_adv, attack_s = (), None, 0.0
         for s in subs:
-            if "g" not in s:
+            g = s.g
+            if g is None:
                 continue
-            a = acc.setdefault((s["method"], s["gamma"]), {k: [] for k in (
+            a = acc.setdefault((s.method, s.gamma), {k: [] for k in (
                 "rel", "attack_rel", "prune", "with_", "without", "ratio", "est", "exact", "inside", "width")})
             a.setdefault("collapsed", [0])
-            g = s["g"]
-            if _exact(f) and _exact(g) and f["value"]:
-                if g["value"] is None:
+            if f.exact and g.exact and f.value:
+                if g.value is None:
                     a["collapsed"][0] += 1  # g has no adversarial point in the domain at all
                 else:
-                    a["rel"].append(_rel(g["value"], f["value"]))
-                    a["attack_rel"].append(_rel(d_adv, f["value"]))
-            elif not _exact(f) and _exact(g) and g["value"] is not None:
-                flo, fhi = f["lower"] or 0.0, f["upper"] if f["upper"] is not None else math.inf
-                a["inside"].append(flo - 1e-9 <= g["value"] <= fhi + 1e-9)
+                    a["rel"].append(_rel(g.value, f.value))
+                    a["attack_rel"].append(_rel(d_adv, f.value))
+            elif not f.exact and g.exact and g.value is not None:
+                flo, fhi = f.lower or 0.0, f.upper if f.upper is not None else math.inf
+                a["inside"].append(flo - 1e-9 <= g.value <= fhi + 1e-9)
                 if math.isfinite(fhi) and fhi > 0:
                     a["width"].append((fhi - flo) / fhi)
-            a["prune"].append(s["prune_s"] / max(1, len(_runs_of(g, rec))))
-            g_runs = [r["time_s"] for r in _runs_of(g, rec) if lo <= r["eps"] <= hi]
+            a["prune"].append(s.prune_s / max(1, len(_runs_of(g, rec))))
+            g_runs = [r.time_s for r in _runs_of(g, rec) if lo <= r.eps <= hi]
             a["with_"] += g_runs
             a["without"] += f_runs
             if g_runs and f_runs and np.mean(g_runs) > 0:
                 a["ratio"].append(float(np.mean(f_runs) / np.mean(g_runs)))
-            a["est"].append(attack_s + s["prune_s"] + g["time_s"])
-            a["exact"].append(rec.get("attack_s", 0.0) + f["time_s"])
+            a["est"].append(attack_s + s.prune_s + g.time_s)
+            a["exact"].append(_attack_s(rec) + f.time_s)
     out = []
     for (method, gamma), a in sorted(acc.items()):
         rel, att = _stats(a["rel"]), _stats(a["attack_rel"])
@@ -178,35 +186,37 @@ def table1_markdown(rows: Sequence[dict], *, network: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def runtime_points(records: Sequence[dict], *, gamma: float) -> dict[str, list[tuple[float, float]]]:
+def _decided_points(d: DistanceRecord, rec: AnchorRecord) -> list[tuple[float, float]]:
+    return [(r.time_s, r.eps) for r in _runs_of(d, rec) if r.decided]
+
+
+def runtime_points(records: Records, *, gamma: float) -> dict[str, list[tuple[float, float]]]:
     """Figure 3: (time, eps) of every optimisation run that finished within its limit, of the substitutes
     at ``gamma`` per method and of f (key ``"original"``)."""
     pts: dict[str, list[tuple[float, float]]] = {"original": []}
-    for rec in _ok(records):
-        pts["original"] += [(r["time_s"], r["eps"]) for r in _runs_of(rec["f"], rec) if r["status"] in _DECIDED]
-        for s in rec["substitutes"]:
-            if "g" in s and s["gamma"] == gamma:
-                pts.setdefault(s["method"], []).extend(
-                    (r["time_s"], r["eps"]) for r in _runs_of(s["g"], rec) if r["status"] in _DECIDED)
+    for rec in _ok(as_records(records)):
+        pts["original"] += _decided_points(rec.f, rec)
+        for s in rec.substitutes:
+            if s.g is not None and s.gamma == gamma:
+                pts.setdefault(s.method, []).extend(_decided_points(s.g, rec))
     return pts
 
 
-def attack_comparison(records: Sequence[dict]) -> list[dict]:
+def attack_comparison(records: Records) -> list[dict]:
     """Per anchor with an exact ``d_bnd(f)`` and a plain-attack part: the relative error of ``d_adv`` and of
     every exact ``d_bnd(g)`` for the strong attack and for the paper's plain PGD attack."""
     out = []
-    for rec in _ok(records):
-        f, plain = rec["f"], rec.get("plain")
-        if plain is None or not _exact(f) or not f["value"]:
+    for rec in _ok(as_records(records)):
+        f, plain = rec.f, rec.plain
+        if plain is None or not f.exact or not f.value:
             continue
-        ref = f["value"]
-        row = dict(index=rec["index"], d_bnd=ref, strong_attack=_rel(rec["d_adv"], ref),
-                   plain_attack=_rel(plain.get("d_adv"), ref))
-        for kind, subs in (("strong", rec["substitutes"]), ("plain", plain.get("substitutes", []))):
+        ref = f.value
+        row = dict(index=rec.index, d_bnd=ref, strong_attack=_rel(rec.d_adv, ref), plain_attack=_rel(plain.d_adv, ref))
+        for kind, subs in (("strong", rec.substitutes), ("plain", plain.substitutes)):
             for s in subs:
-                g = s.get("g")
-                if g is not None and _exact(g) and g["value"] is not None:
-                    row[f"{kind}_{s['method']}_{s['gamma']}"] = _rel(g["value"], ref)
+                g = s.g
+                if g is not None and g.exact and g.value is not None:
+                    row[f"{kind}_{s.method}_{s.gamma}"] = _rel(g.value, ref)
         out.append(row)
     return out
 
@@ -243,10 +253,11 @@ def side_by_side_markdown(ours: dict[tuple[str, str], list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def row_group_summary(records: Sequence[dict]) -> dict:
+def row_group_summary(records: Records) -> dict:
     """Per row group: anchors, with an adversarial point, f exact, and the median d_adv and f interval."""
+    records = as_records(records)
     recs = _ok(records)
-    exact = [r for r in recs if _exact(r["f"])]
+    exact = [r for r in recs if r.f.exact]
     return dict(anchors=len(records), ok=len(recs), f_exact=len(exact),
-                d_adv_median=_stats(r["d_adv"] for r in recs)["median"],
-                f_time_median=_stats(r.get("attack_s", 0.0) + r["f"]["time_s"] for r in recs)["median"])
+                d_adv_median=_stats(r.d_adv for r in recs)["median"],
+                f_time_median=_stats(_attack_s(r) + r.f.time_s for r in recs)["median"])

@@ -1,18 +1,17 @@
 """The experiment of Section 4: exact distances of f and of its substitutes, anchor by anchor.
 
-``run_anchor`` does everything for one anchor point (attack, exact distance of ``f`` by bisection, every
-pruner and gamma, exact distance of each substitute, optionally the same from the paper's plain PGD
-attack) and returns a JSON-able record with every optimisation run, the configuration, the code commit,
-the machine and the date.  ``run_experiment`` runs many anchors, appends each finished record to a
-JSON-lines file (a crashed or killed run resumes where it stopped) and can spread anchors over a Dask
-cluster.  ``sample_anchors`` draws anchors as the paper does: at random among the correctly classified test
-points, with a recorded seed.
+``anchor_record`` does everything for one anchor point (attack, exact distance of ``f`` by bisection,
+every pruner and gamma, exact distance of each substitute, optionally the same from the paper's plain PGD
+attack) and returns a typed record (``run_anchor``: the same as its JSON object) with every optimisation
+run, the configuration, the code commit, the machine and the date.  ``run_experiment`` runs many anchors,
+appends each finished record to a JSON-lines file (a crashed or killed run resumes where it stopped) and can
+spread anchors over a Dask cluster.  ``sample_anchors`` draws anchors as the paper does: at random among the
+correctly classified test points, with a recorded seed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -23,13 +22,14 @@ import numpy as np
 import torch
 
 from ..attacks import AttackResult, bisection_pgd_attack, min_distance_attack
-from ..distance import DistanceResult, boundary_distance
+from ..distance import boundary_distance
 from ..network import ReluNetwork
 from ..pruning import PruningError, prune
-from .records import RecordStatus, append_record, code_commit, load_records, repair, run_metadata
+from .records import (AnchorRecord, DistanceRecord, PlainAttackRecord, Provenance, RecordStatus, SubstituteRecord,
+                      Timings, append_record, code_commit, load_records, repair, run_metadata)
 
-__all__ = ["ExperimentConfig", "Job", "sample_anchors", "select_anchors", "run_anchor", "run_jobs", "run_experiment",
-           "load_anchor_data"]
+__all__ = ["ExperimentConfig", "Job", "sample_anchors", "select_anchors", "anchor_record", "run_anchor", "run_jobs",
+           "run_experiment", "load_anchor_data"]
 
 
 @dataclass(frozen=True)
@@ -67,26 +67,6 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
-def _runs(d: DistanceResult) -> list[dict]:
-    return [
-        dict(eps=r.eps, target=r.target, status=r.verdict.value, solver_status=r.solver_status.value,
-             time_s=r.time_s, build_time_s=r.build_time_s, binaries=r.num_binaries)
-        for r in d.runs
-    ]
-
-
-def _finite(v: float | None) -> float | None:
-    return None if v is None or not math.isfinite(v) else float(v)
-
-
-def _distance_record(d: DistanceResult) -> dict:
-    return dict(status=d.status.value, value=_finite(d.value), lower=_finite(d.lower), upper=_finite(d.upper),
-                time_s=d.time_s, attack_s=d.attack_time_s, runs=_runs(d),
-                unstable=list(d.unstable) if d.unstable else None,
-                steps=[dict(eps=st.eps, status=st.status.value, milp_runs=st.milp_runs, time_s=st.time_s)
-                       for st in d.steps])
-
-
 def _distance_kwargs(config: ExperimentConfig) -> dict:
     kw = dict(method=config.distance_method, time_limit=config.time_limit, total_time_limit=config.total_time_limit,
               domain=config.domain, threads=config.threads)
@@ -97,7 +77,8 @@ def _distance_kwargs(config: ExperimentConfig) -> dict:
     return kw
 
 
-def _substitutes(net: ReluNetwork, x0: torch.Tensor, label: int, adv: AttackResult, config: ExperimentConfig) -> list[dict]:
+def _substitutes(net: ReluNetwork, x0: torch.Tensor, label: int, adv: AttackResult,
+                 config: ExperimentConfig) -> tuple[SubstituteRecord, ...]:
     """Every pruner and gamma from the attack result ``adv``: the substitute and its exact distance."""
     out = []
     for method in config.methods:
@@ -107,7 +88,7 @@ def _substitutes(net: ReluNetwork, x0: torch.Tensor, label: int, adv: AttackResu
                 sub = prune(net, x0, label, method=method, gamma=gamma, gamma0=config.gamma0,
                             bounds=config.prune_bounds, attack=adv, domain=config.domain)
             except PruningError as exc:
-                out.append(dict(method=method, gamma=gamma, error=str(exc)))
+                out.append(SubstituteRecord(method, gamma, error=str(exc)))
                 continue
             prune_s = time.perf_counter() - t0  # without the attack, shared by all substitutes
             g = sub.network
@@ -115,46 +96,57 @@ def _substitutes(net: ReluNetwork, x0: torch.Tensor, label: int, adv: AttackResu
             # g(x_adv) = f(x_adv)); otherwise g gets its own attack.  boundary_distance re-checks it on g.
             reuse = int(g.predict(adv.x_adv.reshape((1,) + tuple(g.input_shape)))[0]) != label
             dg = boundary_distance(g, x0, label, attack=adv if reuse else True, **_distance_kwargs(config))
-            out.append(dict(method=method, gamma=gamma, prune_s=prune_s, relus_left=g.num_relus,
-                            pruned_per_layer=list(sub.pruned_per_layer), attack_reused=reuse,
-                            g=_distance_record(dg)))
-    return out
+            out.append(SubstituteRecord(method, gamma, prune_s=prune_s, relus_left=g.num_relus,
+                                        pruned_per_layer=tuple(sub.pruned_per_layer), attack_reused=reuse,
+                                        g=DistanceRecord.of(dg)))
+    return tuple(out)
+
+
+def _load_average() -> tuple[float, ...] | None:
+    return tuple(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def anchor_record(net: ReluNetwork, x0: torch.Tensor, label: int, index: int, config: ExperimentConfig, *,
+                  commit: str | None = None) -> AnchorRecord:
+    """One anchor: attack, exact distance of f, and every substitute's exact distance, with all runs.
+
+    The record (see :class:`~lsub_helpers.experiments.records.AnchorRecord`) holds ``index`` (0-based test
+    index), ``label``, ``status``, ``d_adv`` and the attack's time, ``f`` (status, value, lower, upper, time,
+    every run), ``substitutes`` (per pruner and gamma: pruning time, ReLUs left, ``g`` like ``f``), with
+    ``config.plain_attack`` a ``plain`` part with the same for the plain PGD attack, and the provenance
+    (config, code commit, machine, date, versions).  f and all its substitutes run back to back in this
+    call, so a load on the machine affects them alike.  ``commit`` names the code that runs (a campaign
+    reads it once when it starts; default: the working tree's commit now).
+    """
+    x0 = torch.as_tensor(x0, dtype=torch.float64).reshape(net.input_shape)
+    meta = run_metadata(commit)
+    prov = Provenance(meta["commit"], meta["machine"], meta["date"], meta["versions"], config.as_dict())
+    timings = Timings(load_average=_load_average())
+    t_start = time.perf_counter()
+    if int(net.predict(x0[None])[0]) != label:
+        return AnchorRecord(int(index), int(label), RecordStatus.MISCLASSIFIED, provenance=prov, timings=timings)
+    adv = min_distance_attack(net, x0, label, domain=config.domain, seed=config.attack_seed)
+    timings = dataclasses.replace(timings, attack_s=adv.time_s)
+    if not adv.success:
+        return AnchorRecord(int(index), int(label), RecordStatus.NO_ADVERSARIAL, provenance=prov, timings=timings)
+    f = DistanceRecord.of(boundary_distance(net, x0, label, attack=adv, **_distance_kwargs(config)))
+    subs = _substitutes(net, x0, label, adv, config)
+    plain = None
+    if config.plain_attack:
+        p = bisection_pgd_attack(net, x0, label, domain=config.domain, seed=config.attack_seed)
+        plain = PlainAttackRecord.of(p, _substitutes(net, x0, label, p, config) if p.success else ())
+    # the machine's load over the anchor's last minutes, beside the start's
+    timings = dataclasses.replace(timings, wall_s=time.perf_counter() - t_start, load_average_end=_load_average())
+    return AnchorRecord(int(index), int(label), RecordStatus.OK, provenance=prov, timings=timings,
+                        d_adv=float(adv.distance), f=f, substitutes=subs, plain=plain)
 
 
 def run_anchor(net: ReluNetwork, x0: torch.Tensor, label: int, index: int, config: ExperimentConfig, *,
                commit: str | None = None) -> dict:
-    """One anchor: attack, exact distance of f, and every substitute's exact distance, with all runs.
-
-    The record holds ``index`` (0-based test index), ``label``, ``status`` (a :class:`RecordStatus` value),
-    ``d_adv`` and ``attack_s`` of the attack, ``f`` (status, value, lower, upper, time, every run),
-    ``substitutes`` (per pruner and gamma: pruning time, ReLUs left, ``g`` like ``f``), with
-    ``config.plain_attack`` a ``plain`` part with the same for the plain PGD attack, and ``config``,
-    ``commit``, ``machine``, ``date``, ``versions`` and ``schema``.  f and all its substitutes run back to
-    back in this call, so a load on the machine affects them alike.  ``commit`` names the code that runs
-    (a campaign reads it once when it starts; default: the working tree's commit now).
-    """
-    x0 = torch.as_tensor(x0, dtype=torch.float64).reshape(net.input_shape)
-    rec: dict = dict(index=int(index), label=int(label), **run_metadata(commit), config=config.as_dict())
-    t_start = time.perf_counter()
-    if int(net.predict(x0[None])[0]) != label:
-        rec["status"] = RecordStatus.MISCLASSIFIED.value
-        return rec
-    adv = min_distance_attack(net, x0, label, domain=config.domain, seed=config.attack_seed)
-    rec["attack_s"] = adv.time_s
-    if not adv.success:
-        rec["status"] = RecordStatus.NO_ADVERSARIAL.value
-        return rec
-    rec.update(status=RecordStatus.OK.value, d_adv=float(adv.distance))
-    rec["f"] = _distance_record(boundary_distance(net, x0, label, attack=adv, **_distance_kwargs(config)))
-    rec["substitutes"] = _substitutes(net, x0, label, adv, config)
-    if config.plain_attack:
-        plain = bisection_pgd_attack(net, x0, label, domain=config.domain, seed=config.attack_seed)
-        rec["plain"] = dict(d_adv=_finite(plain.distance), attack_s=plain.time_s,
-                            substitutes=_substitutes(net, x0, label, plain, config) if plain.success else [])
-    rec["wall_s"] = time.perf_counter() - t_start
-    if hasattr(os, "getloadavg"):  # the machine's load over the anchor's last minutes, beside the start's
-        rec["load_average_end"] = list(os.getloadavg())
-    return rec
+    """:func:`anchor_record` as the JSON object a results file holds: ``index``, ``label``, ``status`` (a
+    :class:`RecordStatus` value), ``d_adv``, ``attack_s``, ``f``, ``substitutes``, ``plain``, ``config``,
+    ``commit``, ``machine``, ``date``, ``versions``, ``schema`` and the timings."""
+    return anchor_record(net, x0, label, index, config, commit=commit).to_json()
 
 
 def sample_anchors(net: ReluNetwork, xs: torch.Tensor, ys: torch.Tensor, n: int, *, seed: int = 0,
@@ -250,7 +242,7 @@ def run_jobs(jobs: Sequence[Job], *, dask_address: str | None = None, use_dask: 
     total = sum(len(job.indices) for job in jobs)
     bar = tqdm(total=total, initial=total - len(tasks), disable=not progress, desc="anchors")
 
-    def write(j: int, rec: dict) -> None:
+    def write(j: int, rec: AnchorRecord) -> None:
         append_record(jobs[j].results, rec)
         bar.update(1)
 
@@ -268,7 +260,7 @@ def run_jobs(jobs: Sequence[Job], *, dask_address: str | None = None, use_dask: 
             futures, owner = [], {}
             for j, i in tasks:
                 job = jobs[j]
-                fut = client.submit(run_anchor, job.net, job.xs[i], int(job.ys[i]), i, job.config, commit=commit,
+                fut = client.submit(anchor_record, job.net, job.xs[i], int(job.ys[i]), i, job.config, commit=commit,
                                     pure=False, key=f"anchor-{j}-{i}-{stamp}")
                 futures.append(fut)
                 owner[fut.key] = j
@@ -281,7 +273,7 @@ def run_jobs(jobs: Sequence[Job], *, dask_address: str | None = None, use_dask: 
     else:
         for j, i in tasks:
             job = jobs[j]
-            write(j, run_anchor(job.net, job.xs[i], int(job.ys[i]), i, job.config, commit=commit))
+            write(j, anchor_record(job.net, job.xs[i], int(job.ys[i]), i, job.config, commit=commit))
     bar.close()
 
 
