@@ -188,26 +188,48 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
             k, x = found
             return Decision(VerificationStatus.NOT_ROBUST, x, order[k], (), tuple(order), b,
                             milp.unstable_counts(mats, b), bounds_time, time.perf_counter() - t0, (), falsify_s)
-    for pos, j in enumerate(order):
+    sequence = list(order)  # the plain MILP: most promising (for a counterexample) first
+    first_turn: dict[int, float] = {}
+    if use_bab:
+        # a first turn of branch and bound per spec, easiest (largest bound) first, each with a fair share of
+        # what is left: most specs are proven in moments; the ones left open get a second, longer turn below
+        sequence = []
+        for pos, j in enumerate(order[::-1]):
+            cap = budget.limit(opts.time_limit)
+            share = budget.left() / (len(order) - pos)
+            br = bab_prove(net, lower, upper, specs[j], options=opts.bab_options,
+                           time_limit=min(opts.bab, share, math.inf if cap is None else cap))
+            babs.append((j, br))
+            if br.status is BabStatus.FALSIFIED:  # re-checked in float64
+                verdicts.append(VerificationStatus.NOT_ROBUST)
+                x, hit = br.x, j
+                sequence = []
+                break
+            if br.status is not BabStatus.PROVEN:
+                sequence.append(j)
+                first_turn[j] = br.time_s
+    for pos, j in enumerate(sequence):
         lim = budget.limit(opts.time_limit)
         if lim is not None and lim <= 0:
             verdicts.append(VerificationStatus.TIMEOUT)
             break
-        if use_bab:
-            # the specs left share what is left of the budget: a hard one cannot starve the others
-            share = budget.left() / (len(order) - pos)
-            br = bab_prove(net, lower, upper, specs[j], options=opts.bab_options,
-                           time_limit=min(opts.bab, share, math.inf if lim is None else lim))
-            babs.append((j, br))
-            if br.status is BabStatus.PROVEN:
+        if use_bab:  # the second turn: the open specs share what is left, then the MILP gets the rest of it
+            share = budget.left() / (len(sequence) - pos)
+            allowance = min(opts.bab, share, math.inf if lim is None else lim)
+            spent = 0.0
+            if allowance > 1.5 * first_turn[j]:  # else it would only redo its first turn (it starts afresh)
+                br = bab_prove(net, lower, upper, specs[j], options=opts.bab_options, time_limit=allowance)
+                babs.append((j, br))
+                spent = br.time_s
+            if spent and br.status is BabStatus.PROVEN:
                 verdicts.append(VerificationStatus.ROBUST)
                 continue
-            if br.status is BabStatus.FALSIFIED:  # re-checked in float64 by milp.interpret
+            if spent and br.status is BabStatus.FALSIFIED:
                 verdicts.append(VerificationStatus.NOT_ROBUST)
                 x, hit = br.x, j
                 break
-            per_run = math.inf if opts.time_limit is None else opts.time_limit - br.time_s
-            lim = budget.limit(min(per_run, share - br.time_s))
+            per_run = math.inf if opts.time_limit is None else opts.time_limit - spent
+            lim = budget.limit(min(per_run, share - spent))
             if lim is not None and lim <= 0:
                 verdicts.append(VerificationStatus.TIMEOUT)
                 break
