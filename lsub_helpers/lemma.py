@@ -210,7 +210,7 @@ def _truncated(f: ReluNetwork, layer: int) -> ReluNetwork:
     stage = f.stages[layer]
     if len(stage.out_shape) != 1:
         stage = AffineStage(stage.ops + (FlattenOp(stage.out_shape),))
-    return ReluNetwork(f.stages[:layer] + (stage,), f.original().activations[:layer])
+    return ReluNetwork(f.stages[:layer] + (stage,), f.original().activations[:layer], f.pools[:layer])
 
 
 def delta_exact(
