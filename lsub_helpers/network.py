@@ -599,10 +599,11 @@ _TORCH_HINTS = {
 
 
 def _pools_after_relus(ops: list) -> list:
-    """``maxpool, relu`` becomes ``relu, maxpool`` (equal: ReLU is increasing, so it commutes with max)."""
+    """``affine, maxpool, relu`` becomes ``affine, relu, maxpool`` (equal: ReLU is increasing, so it commutes
+    with max)."""
     ops = list(ops)
-    for i in range(len(ops) - 1):
-        if ops[i][0] == "maxpool" and ops[i + 1][0] == "relu":
+    for i in range(1, len(ops) - 1):
+        if ops[i - 1][0] == "affine" and ops[i][0] == "maxpool" and ops[i + 1][0] == "relu":
             ops[i], ops[i + 1] = ops[i + 1], ops[i]
     return ops
 

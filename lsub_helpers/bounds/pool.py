@@ -83,3 +83,20 @@ def pool_back(rel: PoolRelax, lam: Tensor, shared: bool) -> tuple[Tensor, Tensor
     lam_in = torch.zeros(batch, lam.shape[1], rel.in_size, dtype=lam.dtype)
     lam_in.scatter_add_(-1, idx, coef)
     return lam_in, shift_lo, shift_up
+
+
+def pool_gradient_interval(pool: MaxPoolLayer, lo: Tensor, hi: Tensor, g_lo: Tensor, g_hi: Tensor) -> tuple[Tensor, Tensor]:
+    """Interval of ``g @ J`` over the (generalised) Jacobians ``J`` of the pool on ``[lo, hi]`` (inputs,
+    (in_size,)) and every ``g`` in ``[g_lo, g_hi]`` (outputs, (out_size,)).  Each output's row of ``J`` is a
+    convex combination of one-hot rows on the window's candidates (inputs whose upper bound reaches the
+    largest lower bound); with one candidate it is that one-hot row."""
+    lw, win = _windows(pool, lo.unsqueeze(0))
+    uw, _ = _windows(pool, hi.unsqueeze(0))
+    cand = (uw[0] >= lw[0].amax(-1, keepdim=True)) & (win < pool.in_size)
+    single = (cand.sum(-1) == 1).unsqueeze(-1)
+    c_lo = torch.where(single, g_lo.unsqueeze(-1), g_lo.clamp(max=0).unsqueeze(-1)) * cand
+    c_hi = torch.where(single, g_hi.unsqueeze(-1), g_hi.clamp(min=0).unsqueeze(-1)) * cand
+    idx = win.clamp(max=pool.in_size - 1).reshape(-1)  # padded positions carry 0 (not candidates)
+    out_lo = torch.zeros(pool.in_size, dtype=g_lo.dtype).scatter_add_(0, idx, c_lo.reshape(-1))
+    out_hi = torch.zeros(pool.in_size, dtype=g_hi.dtype).scatter_add_(0, idx, c_hi.reshape(-1))
+    return out_lo, out_hi
