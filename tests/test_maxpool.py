@@ -285,7 +285,8 @@ def brute_force_min_pooled(net: ReluNetwork, lower, upper, c) -> float:
 
 def _pool_binaries(net: ReluNetwork, bounds) -> int:
     """Binaries the pool encoding needs by the rule of Tjeng et al.: per window with more than one input
-    whose upper bound reaches the window's largest lower bound, one per such input."""
+    that can be the maximum (its upper bound reaches the window's largest lower bound, and it is not an
+    inactive ReLU: exactly 0, below any other ReLU output), one per such input (no ReLU replaced)."""
     total = 0
     for k, pool in enumerate(net.pools):
         if pool is None:
@@ -293,7 +294,8 @@ def _pool_binaries(net: ReluNetwork, bounds) -> int:
         lo, hi = (np.maximum(np.asarray(t), 0) for t in bounds.pre_activation[k])
         for w in pool.windows:
             w = w[w < pool.in_size]
-            n = int((hi[w] >= lo[w].max()).sum())
+            # every input is an inactive ReLU: the output is 0, no binary
+            n = int(((hi[w] >= lo[w].max()) & (hi[w] > 0)).sum())
             total += n if n > 1 else 0
     return total
 

@@ -353,18 +353,22 @@ def _encode_hidden(mats: StageMatrices, bounds, lower: np.ndarray, upper: np.nda
         q = q_new
         pool_binaries = 0
         if mats.pools[k] is not None:  # max pooling of this layer's outputs
-            P, q, pool_binaries = _encode_pool(b, mats.pools[k].windows, P, q, *mats.activation_range(k, lo, hi), k)
+            zero = ~mats.replaced[k] & (hi <= 0)  # inactive ReLUs: exactly 0
+            P, q, pool_binaries = _encode_pool(b, mats.pools[k].windows, P, q, *mats.activation_range(k, lo, hi),
+                                               ~mats.replaced[k], zero, k)
         layers.append(dict(const=const, linear=linear, relu=relu, zcols=zmap, ycols=ymap, qcols=qcols, relu_idx=ri,
                            pool_binaries=pool_binaries))
     return _Hidden(b, P, q, xcols, tuple(layers))
 
 
 def _encode_pool(b: _Builder, windows: np.ndarray, P: sp.csr_matrix, q: np.ndarray, xl: np.ndarray,
-                 xu: np.ndarray, k: int) -> tuple[sp.csr_matrix, np.ndarray, int]:
+                 xu: np.ndarray, nonneg: np.ndarray, zero: np.ndarray, k: int) -> tuple[sp.csr_matrix, np.ndarray, int]:
     """Max pooling of ``h = P v + q`` (inputs in ``[xl, xu]``) as Tjeng et al. (2019, Sec. 3) and MIPVerify.
 
     In each window the *candidates* are the inputs whose upper bound reaches the largest lower bound of the
-    window (the others are below the maximum everywhere on the box).  One candidate: the output is that
+    window (the others are below the maximum everywhere on the box), except inputs that are exactly 0
+    (``zero``: inactive ReLUs) in a window with another input that is a ReLU output (``nonneg``, >= 0
+    exactly) and not exactly 0: that input is never below them.  One candidate: the output is that
     input (no variable).  Several: an output ``y`` in ``[max l, max u]``, a binary ``a_i`` per candidate
     and the rows ``y >= x_i``, ``y <= x_i + (max_{j != i} u_j - l_i)(1 - a_i)``, ``sum_i a_i = 1``.
     Returns the pooled outputs as ``(P, q)`` and the number of binaries.
@@ -375,6 +379,10 @@ def _encode_pool(b: _Builder, windows: np.ndarray, P: sp.csr_matrix, q: np.ndarr
     uw = np.r_[xu, -_INF][windows]
     lmax = lw.max(1)
     cand = uw >= lmax[:, None]  # the input with the largest lower bound is always one
+    zw, nw = np.r_[zero, False][windows], np.r_[nonneg, False][windows]
+    cand &= ~(zw & (nw & ~zw).any(1, keepdims=True))  # zeros below a ReLU output that is not exactly 0
+    only_zeros = ~(cand & ~zw).any(1)  # the output is 0: keep one of the zeros
+    cand[only_zeros] &= np.arange(cand.shape[1]) == cand[only_zeros].argmax(1)[:, None]
     single = cand.sum(1) == 1
     n_out = windows.shape[0]
     # single candidate: the output is that input
