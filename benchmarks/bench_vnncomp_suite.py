@@ -2,11 +2,14 @@
 
     .venv/bin/python benchmarks/bench_vnncomp_suite.py mnist_fc [--max-timeout 30] [--workers 1]
     .venv/bin/python benchmarks/bench_vnncomp_suite.py pooled [--max-timeout 30] [--workers 1]
+    .venv/bin/python benchmarks/bench_vnncomp_suite.py pooled --networks conv_bn_maxpool --images 6 \
+        --csv benchmarks/results/suite_maxpool.csv --md benchmarks/results/suite_maxpool.md
 
 ``mnist_fc``: every instance of the shared VNN-COMP 2022 ``mnist_fc`` folder (3 networks x 30 properties);
 answers are compared with the consensus of ``ground_truth.csv`` and times with the fastest published tool.
 ``pooled``: two convolutional networks with batch normalisation, average pooling and zero padding (one
-ending in a Softmax), trained here for 3 epochs on the embedded 5,000-image MNIST subset, exported to ONNX
+ending in a Softmax) and, with ``--networks conv_bn_maxpool``, one with max pooling (after a ReLU, and
+overlapping and padded before one), trained here for 3 epochs on the embedded 5,000-image MNIST subset, exported to ONNX
 (one gzipped) with ``--images`` (default 15) correctly classified test images x eps {0.02, 0.05} each, in the VNN-COMP format
 (robustness: no other class reaches the label's output).  There are no published times for them; every
 ``sat`` is re-checked with onnxruntime and every ``unsat`` is attacked with PGD (float32, 200 steps, 10
@@ -188,7 +191,20 @@ def pooled_models() -> dict[str, nn.Sequential]:
         nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
         nn.Flatten(), nn.Linear(8 * 7 * 7, 48), nn.ReLU(), nn.Linear(48, 10), nn.Softmax(dim=1),
     )
-    return {"conv_bn_avgpool": a, "pad_conv_bn_avgpool_softmax": b}
+    c = nn.Sequential(
+        nn.Conv2d(1, 4, 4, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 8, 3, padding=1), nn.BatchNorm2d(8), nn.MaxPool2d(3, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(8 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, 10),
+    )
+    return {"conv_bn_avgpool": a, "pad_conv_bn_avgpool_softmax": b, "conv_bn_maxpool": c}
+
+
+DEFAULT_POOLED = ("conv_bn_avgpool", "pad_conv_bn_avgpool_softmax")
+# the ops each network's file holds, for the notes of the results
+_POOLED_OPS = {"conv_bn_avgpool": "BatchNormalization, AveragePool, Dropout",
+               "pad_conv_bn_avgpool_softmax": "Pad (with its amounts computed on constants), AveragePool, Softmax",
+               "conv_bn_maxpool": "BatchNormalization, MaxPool after a Relu, MaxPool (overlapping, padded) before a "
+                                  "Relu"}
 
 
 def _train(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, epochs: int = 3) -> None:
@@ -241,7 +257,8 @@ def _robustness_property(x0: np.ndarray, label: int, eps: float, n_out: int = 10
     return text
 
 
-def make_pooled_benchmark(folder: Path, n_images: int = 15, eps_list=(0.02, 0.05)) -> dict:
+def make_pooled_benchmark(folder: Path, n_images: int = 15, eps_list=(0.02, 0.05),
+                          networks=DEFAULT_POOLED) -> dict:
     from lsub_helpers import data
 
     train = data.load("mnist5k", "train")
@@ -249,14 +266,16 @@ def make_pooled_benchmark(folder: Path, n_images: int = 15, eps_list=(0.02, 0.05
     (folder / "onnx").mkdir(parents=True, exist_ok=True)
     (folder / "vnnlib").mkdir(exist_ok=True)
     rows, meta = [], {}
-    for k, (name, model) in enumerate(pooled_models().items()):
+    for name, model in pooled_models().items():
+        if name not in networks:
+            continue
         _train(model, train.x, train.y)
         with torch.no_grad():
             acc = float((model(test.x).argmax(1) == test.y).float().mean())
         path = folder / "onnx" / f"{name}.onnx"
         torch.onnx.export(model, test.x[:1], str(path), dynamo=False, do_constant_folding=False)
         onnx_name = f"onnx/{name}.onnx"
-        if k == 1:  # published benchmarks are often gzipped
+        if name == "pad_conv_bn_avgpool_softmax":  # published benchmarks are often gzipped
             (folder / "onnx" / f"{name}.onnx.gz").write_bytes(gzip.compress(path.read_bytes()))
             path.unlink()
             onnx_name += ".gz"
@@ -280,7 +299,7 @@ def bench_pooled(args) -> int:
     out_csv = Path(args.csv or RESULTS / "suite_pooled.csv")
     machine = _machine()
     torch.manual_seed(0)
-    meta = make_pooled_benchmark(folder, n_images=args.images)
+    meta = make_pooled_benchmark(folder, n_images=args.images, networks=tuple(args.networks))
     command = _run_suite(folder, out_csv, args)
     from lsub_helpers.vnncomp_suite import Instance
 
@@ -301,8 +320,8 @@ def bench_pooled(args) -> int:
                          wrong=wrong))
     accs = ", ".join(f"{Path(k).name} {v['accuracy']:.3f}" for k, v in meta.items() if isinstance(k, str))
     notes = ["networks trained here (3 epochs of Adam on the embedded MNIST 5k subset; test accuracy "
-             f"{accs}), exported with torch.onnx.export(dynamo=False, do_constant_folding=False): the files hold "
-             "BatchNormalization, AveragePool, Pad (with its amounts computed on constants) and Softmax nodes",
+             f"{accs}), exported with torch.onnx.export(dynamo=False, do_constant_folding=False); the files hold "
+             "Conv, Relu, Gemm and " + "; ".join(f"{n}: {_POOLED_OPS[n]}" for n in args.networks),
              "timeout per instance 60 s" + (f" capped at {args.max_timeout:g} s" if args.max_timeout else ""),
              "no published tool times exist for these networks",
              "wrong = a counterexample onnxruntime does not confirm, or an unsat where PGD finds a counterexample"]
@@ -332,6 +351,8 @@ def main(argv=None) -> int:
     ap.add_argument("--md", default=None)
     ap.add_argument("--folder", default=None, help="pooled: where the generated benchmark goes")
     ap.add_argument("--images", type=int, default=15, help="pooled: test images per network (x 2 eps)")
+    ap.add_argument("--networks", nargs="+", default=list(DEFAULT_POOLED), choices=list(_POOLED_OPS),
+                    help="pooled: which of the networks (default: the two average-pooled ones)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     return bench_mnist_fc(args) if args.which == "mnist_fc" else bench_pooled(args)

@@ -102,6 +102,8 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
               options: BabOptions = BabOptions()) -> BabResult:
     """Try to prove that no input of ``lower <= x <= upper`` reaches ``spec``'s unsafe set, within ``time_limit`` s."""
     t0 = time.perf_counter()
+    if any(pool is not None for pool in net.pools):
+        raise ValueError("bab_prove does not handle max pooling layers yet: use the MILP (bab=0) for this network")
     flat_lo = np.asarray(lower, dtype=np.float64).reshape(-1)
     flat_hi = np.asarray(upper, dtype=np.float64).reshape(-1)
     lo = torch.as_tensor(flat_lo).reshape((1,) + tuple(net.input_shape))

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from .bounds import BoundMethod, compute_bounds
+from .bounds.ibp import ibp_activation
+from .bounds.pool import pool_gradient_interval
 from .network import ReluNetwork
 
 __all__ = [
@@ -106,7 +108,8 @@ def lipschitz_margin(
     """A sound upper bound on the L-inf -> |.| Lipschitz constant of ``net_label - net_target`` on
     ``B(x0, eps)``: interval bounds on the gradient ``c W_L D_{L-1} ... D_1 W_1`` where every ReLU
     derivative ``D`` ranges over {0}, {1} or [0, 1] according to the neuron's bounds, and replaced neurons
-    have their fixed slope.  Returns ``max ||grad||_1`` over that interval set."""
+    have their fixed slope; a max pool passes the gradient to one of its window's candidates.  Returns
+    ``max ||grad||_1`` over that interval set."""
     eps = _check_eps(eps)
     label, target = net.check_label(label), net.check_label(target)
     x0 = net.check_input(torch.as_tensor(x0), batched=False).to(torch.float64)
@@ -117,6 +120,8 @@ def lipschitz_margin(
     for k in range(len(net.activations) - 1, -1, -1):
         act = net.activations[k]
         lo, up = b.pre_activation[k]
+        if net.pools[k] is not None:  # through the max pooling after activation k
+            g_lo, g_hi = pool_gradient_interval(net.pools[k], *ibp_activation(act, lo, up), g_lo, g_hi)
         d_lo = torch.where(lo >= 0, 1.0, 0.0).to(torch.float64)
         d_hi = torch.where(up > 0, 1.0, 0.0).to(torch.float64)
         d_lo = torch.where(act.replaced, act.slope, d_lo)
@@ -210,7 +215,7 @@ def _truncated(f: ReluNetwork, layer: int) -> ReluNetwork:
     stage = f.stages[layer]
     if len(stage.out_shape) != 1:
         stage = AffineStage(stage.ops + (FlattenOp(stage.out_shape),))
-    return ReluNetwork(f.stages[:layer] + (stage,), f.original().activations[:layer])
+    return ReluNetwork(f.stages[:layer] + (stage,), f.original().activations[:layer], f.pools[:layer])
 
 
 def delta_exact(

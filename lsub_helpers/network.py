@@ -8,8 +8,12 @@ package handles originals and substitutes through one code path.
 
 An affine stage is a composition of the ops of :mod:`lsub_helpers.ops` (dense, convolution, batch norm,
 average pooling, zero padding, transpose, reshapes, elementwise affine maps); a network that ends with a
-ReLU gets an identity stage after it, so that its outputs are the post-activation values.  Max pooling is
-not an affine op and is not supported (it would need its own nonlinear stage).
+ReLU gets an identity stage after it, so that its outputs are the post-activation values.
+
+Max pooling is not affine; it is a layer of its own (:class:`MaxPoolLayer`) that may follow an activation
+layer: ``pools[l]`` (or None) maps the outputs of activation ``l`` to the input of stage ``l + 1``.  A max
+pool written directly before a ReLU is moved after it (``relu(max(a, b)) = max(relu(a), relu(b))``), which
+is exact; a max pool anywhere else is refused.  Substitutes replace ReLUs only; the pools stay exact.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import ops as _ops
@@ -48,6 +53,7 @@ from .ops import (
 __all__ = [name for name in _ops.__all__ if name not in ("Op", "fold_channel_affine")] + [
     "AffineStage",
     "Activation",
+    "MaxPoolLayer",
     "ReluNetwork",
     "UnsupportedLayerError",
     "OutputActivation",
@@ -182,25 +188,96 @@ class Activation:
 
 
 @dataclass(frozen=True, eq=False)
+class MaxPoolLayer:
+    """2-D max pooling of a (C, H, W) tensor (torch's ``MaxPool2d``, ONNX ``MaxPool``): dilation 1, floor
+    output size (``ceil_mode`` off).  ``pads = ((top, bottom), (left, right))`` are filled with -inf, so a
+    window's maximum is over its positions inside the image; each pad is smaller than the kernel, so every
+    window has at least one."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pads: tuple[tuple[int, int], tuple[int, int]]
+    in_shape: tuple[int, int, int]
+
+    def __post_init__(self):
+        if len(self.in_shape) != 3:
+            raise ValueError(f"max pooling needs a (C, H, W) input, got {self.in_shape}")
+        if min(self.kernel) < 1 or min(self.stride) < 1:
+            raise ValueError(f"max pooling: kernel {self.kernel} and stride {self.stride} must be >= 1")
+        if any(p < 0 or p >= k for pair, k in zip(self.pads, self.kernel) for p in pair):
+            raise ValueError(f"max pooling: pads {self.pads} must be >= 0 and smaller than the kernel {self.kernel}")
+        if min(self.out_shape) <= 0:
+            raise ValueError(f"max pooling {self.kernel} of {self.in_shape} is empty")
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.in_shape
+        (t, b), (l, r) = self.pads
+        return (c, (h + t + b - self.kernel[0]) // self.stride[0] + 1, (w + l + r - self.kernel[1]) // self.stride[1] + 1)
+
+    @property
+    def in_size(self) -> int:
+        return math.prod(self.in_shape)
+
+    @property
+    def out_size(self) -> int:
+        return math.prod(self.out_shape)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Map a batch (B, *in_shape) to (B, *out_shape)."""
+        (t, b), (l, r) = self.pads
+        if t or b or l or r:
+            x = F.pad(x, (l, r, t, b), value=-math.inf)
+        return F.max_pool2d(x, self.kernel, self.stride)
+
+    @functools.cached_property
+    def windows(self) -> np.ndarray:
+        """``(out_size, kh*kw)`` int64: the flat input indices of every output's window, ``in_size`` (one past
+        the last input) at padded positions."""
+        (t, b), (l, r) = self.pads
+        idx = torch.arange(self.in_size, dtype=torch.float64).reshape((1,) + tuple(self.in_shape))
+        idx = F.pad(idx, (l, r, t, b), value=float(self.in_size))
+        cols = F.unfold(idx, self.kernel, stride=self.stride)  # (1, C*kh*kw, L), channel-major
+        c, k = self.in_shape[0], self.kernel[0] * self.kernel[1]
+        win = cols.reshape(c, k, -1).permute(0, 2, 1).reshape(-1, k)
+        return win.numpy().astype(np.int64)
+
+    def to_module(self) -> nn.Module:
+        (t, b), (l, r) = self.pads
+        if t == b and l == r and 2 * t <= self.kernel[0] and 2 * l <= self.kernel[1]:
+            return nn.MaxPool2d(self.kernel, self.stride, (t, l))
+        return nn.Sequential(nn.ConstantPad2d((l, r, t, b), -math.inf), nn.MaxPool2d(self.kernel, self.stride))
+
+
+@dataclass(frozen=True, eq=False)
 class ReluNetwork:
     """``f(x) = A_L(s_{L-1}(A_{L-1}( ... s_1(A_1 x))))`` with affine stages ``A_l`` and activations ``s_l``.
 
     ``stages`` has one more entry than ``activations``.  Hidden layer ``l`` (0-based) has the flattened
-    pre-activations ``A_l(...)`` of size ``activations[l].size``.
+    pre-activations ``A_l(...)`` of size ``activations[l].size``.  ``pools[l]`` is None or a
+    :class:`MaxPoolLayer` applied to the outputs of activation ``l`` before stage ``l + 1`` (``()``: none).
     """
 
     stages: tuple[AffineStage, ...]
     activations: tuple[Activation, ...]
+    pools: tuple[MaxPoolLayer | None, ...] = ()
 
     def __post_init__(self):
         if len(self.stages) != len(self.activations) + 1:
             raise ValueError("a ReluNetwork needs exactly one more affine stage than activation layers")
-        for k, act in enumerate(self.activations):
+        if not self.pools:
+            object.__setattr__(self, "pools", (None,) * len(self.activations))
+        if len(self.pools) != len(self.activations):
+            raise ValueError("pools needs one entry (a MaxPoolLayer or None) per activation layer")
+        for k, (act, pool) in enumerate(zip(self.activations, self.pools)):
             prev, nxt = self.stages[k], self.stages[k + 1]
-            if prev.out_size != act.size or nxt.in_size != act.size:
+            out = act.size if pool is None else pool.out_size
+            if prev.out_size != act.size or nxt.in_size != out or (pool is not None and pool.in_size != act.size):
                 raise ValueError(
                     f"shape mismatch at ReLU layer {k}: stage {k} gives {prev.out_shape}, "
-                    f"activation has {act.size} neurons, stage {k + 1} expects {nxt.in_shape}"
+                    f"activation has {act.size} neurons"
+                    + ("" if pool is None else f", max pooling maps {pool.in_shape} to {pool.out_shape}")
+                    + f", stage {k + 1} expects {nxt.in_shape}"
                 )
         out = self.stages[-1].out_shape
         if len(out) != 1:
@@ -258,10 +335,13 @@ class ReluNetwork:
         x = self.check_input(x)
         pre = []
         h = x
-        for stage, act in zip(self.stages[:-1], self.activations):
+        for stage, act, pool in zip(self.stages[:-1], self.activations, self.pools):
             z = stage.apply(h).reshape(h.shape[0], -1)
             pre.append(z)
-            h = act.apply(z).reshape((h.shape[0],) + self.stages[len(pre)].in_shape)
+            h = act.apply(z)
+            if pool is not None:
+                h = pool.apply(h.reshape((h.shape[0],) + pool.in_shape))
+            h = h.reshape((h.shape[0],) + self.stages[len(pre)].in_shape)
         return tuple(pre), self.stages[-1].apply(h)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -318,7 +398,8 @@ class ReluNetwork:
                    softmax: SoftmaxPolicy | str = SoftmaxPolicy.REFUSE) -> "ReluNetwork":
         """Build from an ``nn.Sequential`` of Linear, Conv2d, ReLU, Flatten, :class:`Normalize`,
         BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d (output size dividing the input), ZeroPad2d,
-        ConstantPad2d (value 0), Identity and Dropout.
+        ConstantPad2d (value 0), Identity, Dropout and MaxPool2d (directly before or after a ReLU; dilation 1,
+        ceil_mode off).
 
         Batch normalisation and dropout are taken in their inference form (running statistics; dropout is
         the identity) whatever the module's training flag.  The network may end with a ReLU (its outputs
@@ -336,6 +417,11 @@ class ReluNetwork:
                 continue
             if isinstance(m, (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d)):
                 continue  # inference form: the identity
+            if isinstance(m, nn.MaxPool2d):
+                pool = _torch_max_pool(m, shape, name)
+                ops.append(("maxpool", pool))
+                shape = pool.out_shape
+                continue
             if isinstance(m, (nn.Softmax, nn.LogSoftmax)):
                 kind = OutputActivation.SOFTMAX if isinstance(m, nn.Softmax) else OutputActivation.LOG_SOFTMAX
                 if m.dim not in (None, 1, -1) or len(shape) != 1:
@@ -350,19 +436,33 @@ class ReluNetwork:
 
     @classmethod
     def _from_op_list(cls, ops: list[tuple[str, object]], input_shape: tuple[int, ...]) -> "ReluNetwork":
-        """Group ``[("affine", op) | ("relu", None), ...]`` into stages; a batch normalisation right after
-        a convolution or dense layer is folded into it; a final ReLU is followed by an identity stage."""
+        """Group ``[("affine", op) | ("relu", None) | ("maxpool", MaxPoolLayer), ...]`` into stages; a batch
+        normalisation right after a convolution or dense layer is folded into it; a max pool right before a
+        ReLU is moved after it; a final ReLU is followed by an identity stage."""
+        ops = _pools_after_relus(ops)
         stages: list[AffineStage] = []
+        pools: list[MaxPoolLayer | None] = []
         current: list[Op] = []
         shape = input_shape
-        for kind, op in ops:
+        for pos, (kind, op) in enumerate(ops):
             if kind == "relu":
                 if not current:
                     raise UnsupportedLayerError(
                         "two ReLUs in a row or a ReLU on the input: not a ReLU network in normal form"
                     )
                 stages.append(AffineStage(tuple(current)))
+                pools.append(None)
                 current = []
+            elif kind == "maxpool":
+                if current or not stages or pools[-1] is not None or ops[pos - 1][0] != "relu":
+                    raise UnsupportedLayerError(
+                        "a max pooling layer is supported only directly after or before a ReLU (it is then "
+                        "encoded exactly); put it next to the ReLU, or replace it by AvgPool2d/AveragePool"
+                    )
+                if tuple(op.in_shape) != tuple(shape):
+                    raise ValueError(f"shape mismatch: max pooling expects {op.in_shape}, got {shape}")
+                pools[-1] = op
+                shape = op.out_shape
             elif kind == "affine":
                 if tuple(op.in_shape) != tuple(shape):
                     raise ValueError(f"shape mismatch: {type(op).__name__} expects {op.in_shape}, got {shape}")
@@ -381,7 +481,7 @@ class ReluNetwork:
             current.append(FlattenOp(shape))
         stages.append(AffineStage(tuple(current)))
         acts = tuple(Activation.relu(s.out_size) for s in stages[:-1])
-        return cls(tuple(stages), acts)
+        return cls(tuple(stages), acts, tuple(pools))
 
     @classmethod
     def from_onnx(cls, path: str | Path, *, softmax: SoftmaxPolicy | str = SoftmaxPolicy.REFUSE) -> "ReluNetwork":
@@ -401,6 +501,8 @@ class ReluNetwork:
                 mods.append(op.to_module())
             if k < len(self.activations):
                 mods.append(nn.ReLU())
+                if self.pools[k] is not None:
+                    mods.append(self.pools[k].to_module())
         return nn.Sequential(*mods).double()
 
 
@@ -475,16 +577,39 @@ def _torch_module_to_op(m: nn.Module, shape: tuple[int, ...], name: str) -> Op:
 
 _TORCH_HINT = (
     "a ReluNetwork accepts Linear, Conv2d, ReLU, Flatten, Normalize, BatchNorm1d/2d, AvgPool2d, "
-    "AdaptiveAvgPool2d, ZeroPad2d, Identity, Dropout and a final Softmax/LogSoftmax; remove the layer or "
-    "fold it into an adjacent linear layer"
+    "AdaptiveAvgPool2d, ZeroPad2d, Identity, Dropout, MaxPool2d (next to a ReLU) and a final Softmax/LogSoftmax; "
+    "remove the layer or fold it into an adjacent linear layer"
 )
 _TORCH_HINTS = {
     "Sigmoid": "the verifier is exact for piecewise-linear ReLU networks and does not approximate Sigmoid; "
     "retrain with ReLU",
     "Tanh": "the verifier is exact for piecewise-linear ReLU networks and does not approximate Tanh; "
     "retrain with ReLU",
-    "MaxPool2d": "max pooling is not supported yet; replace it by AvgPool2d or a strided Conv2d and retrain",
 }
+
+
+def _pools_after_relus(ops: list) -> list:
+    """``affine, maxpool, relu`` becomes ``affine, relu, maxpool`` (equal: ReLU is increasing, so it commutes
+    with max)."""
+    ops = list(ops)
+    for i in range(1, len(ops) - 1):
+        if ops[i - 1][0] == "affine" and ops[i][0] == "maxpool" and ops[i + 1][0] == "relu":
+            ops[i], ops[i + 1] = ops[i + 1], ops[i]
+    return ops
+
+
+def _torch_max_pool(m: nn.MaxPool2d, shape: tuple[int, ...], name: str) -> MaxPoolLayer:
+    if len(shape) != 3:
+        raise ValueError(f"{name}: expects input (C, H, W), gets shape {shape}")
+    if _pair(m.dilation) != (1, 1):
+        raise UnsupportedLayerError(f"{name}: dilation {m.dilation} is not supported; use dilation=1")
+    if m.ceil_mode:
+        raise UnsupportedLayerError(f"{name}: ceil_mode=True is not supported; use ceil_mode=False")
+    if m.return_indices:
+        raise UnsupportedLayerError(f"{name}: return_indices=True is not supported")
+    k, pad = _pair(m.kernel_size), _pair(m.padding)
+    s = _pair(m.stride) if m.stride is not None else k
+    return MaxPoolLayer(k, s, ((pad[0], pad[0]), (pad[1], pad[1])), tuple(shape))
 
 
 def split_output_activation(ops: list, policy: SoftmaxPolicy | str, where: str):

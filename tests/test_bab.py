@@ -232,3 +232,22 @@ def test_falsify_returns_only_checked_points():
     # a spec nobody can reach: nothing found
     never = [OutputSpec(np.eye(3)[0], np.array([-1e6]), strict=False)]
     assert falsify(net, lo.numpy().reshape(-1), hi.numpy().reshape(-1), never, steps=20) is None
+
+
+def test_max_pooling_networks_get_the_milp_alone():
+    from test_maxpool import tiny_maxpool
+
+    net = tiny_maxpool(0)
+    lo = torch.zeros(net.input_shape, dtype=F64)
+    hi = torch.full(net.input_shape, 0.3, dtype=F64)
+    spec = OutputSpec.misclassified_as(0, 1, net.num_classes)
+    with pytest.raises(ValueError, match="max pooling"):
+        bab_prove(net, lo.numpy(), hi.numpy(), spec)
+    with pytest.raises(ValueError, match="max pooling"):
+        alpha_crown_spec(net, lo, hi, torch.from_numpy(spec.mat))
+    x0 = torch.full(net.input_shape, 0.15, dtype=F64)
+    y = int(net.forward(x0.unsqueeze(0))[0].argmax())
+    for eps in (0.01, 0.1):
+        plain = verify(net, x0, y, eps, time_limit=30)
+        with_bab = verify(net, x0, y, eps, time_limit=30, bab=10.0)
+        assert with_bab.status is plain.status and not with_bab.bab_runs

@@ -99,7 +99,7 @@ def test_to_torch_roundtrip():
     "bad, fragment",
     [
         (nn.Sequential(nn.Linear(4, 3), nn.Sigmoid(), nn.Linear(3, 2)), "Sigmoid at position 1"),
-        (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2)), "MaxPool2d at position 2"),
+        (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)), "MaxPool2d at position 2: ceil"),
         (nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)), "does not approximate Tanh"),
         (nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.ReLU(), nn.Linear(3, 2)), "two ReLUs"),
         (nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2), nn.Softmax(dim=1)), "softmax='drop'"),

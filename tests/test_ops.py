@@ -207,7 +207,6 @@ def _single(op_type, tmp_path, inputs=("x",), opset=13, shape=(1, 4), extra=(), 
 @pytest.mark.parametrize("op_type, kwargs, fragment", [
     ("Sigmoid", {}, "refuses to approximate Sigmoid"),
     ("Tanh", {}, "refuses to approximate Tanh"),
-    ("MaxPool", {"shape": (1, 1, 4, 4), "kernel_shape": [2, 2]}, "replace it by AveragePool"),
     ("Erf", {}, "export the model without it"),
     ("Pad", {"shape": (1, 1, 2, 2), "inputs": ("x", "p"), "mode": "reflect",
              "extra": [_ints("p", [0, 0, 1, 1, 0, 0, 1, 1])]}, "only constant zero padding"),

@@ -21,7 +21,10 @@ Each takes the L-inf ball ``||x - x0|| <= eps`` intersected with the ``domain`` 
 ...), or an explicit box ``lower <= x <= upper`` (``ibp_box``, ``crown_box``, ...).  ``x0`` may hold one
 anchor (shape ``net.input_shape``) or a batch ``(B, *net.input_shape)``; the bounds then carry the same
 leading batch dimension.  Neurons replaced by an affine function ``slope * z + offset`` (local substitutes)
-are treated exactly, in IBP and in the linear relaxations.  ``intermediate`` chooses between linear
+are treated exactly, in IBP and in the linear relaxations.  A max pooling layer after an activation
+(:mod:`.pool`) is exact in IBP; CROWN bounds it below by the window's input with the largest lower bound and
+above by the largest upper bound (exactly that input when it wins on the whole box), FastLin by two parallel
+lines; conv chains with a pool inside take the dense path.  ``intermediate`` chooses between linear
 bounds for every hidden neuron (``"all"``) or only for those one IBP step leaves unstable
 (``"unstable"``, auto_LiRPA's default, faster).  ``spec`` (K, num_classes) bounds ``spec @ logits``
 instead of the logits (e.g. margins ``f_y - f_t``, tighter than differences of logit bounds).

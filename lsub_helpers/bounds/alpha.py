@@ -97,6 +97,8 @@ def alpha_crown_spec(net: ReluNetwork, lower, upper, spec, *, base: Bounds | Non
     its hidden-layer bounds are kept and its relaxation is the starting point.
     """
     t0 = time.perf_counter()
+    if any(pool is not None for pool in net.pools):
+        raise ValueError("alpha_crown_spec does not handle max pooling layers yet: use crown_box(..., spec=...)")
     lo, hi, batched = check_box(net, lower, upper)
     if batched:
         raise ValueError("alpha_crown_spec bounds one box (shape net.input_shape), not a batch")

@@ -8,6 +8,7 @@ import torch
 
 from ..network import Activation, AffineStage
 from .patches import BLOCK_ELEMENTS, conv_chain, patch_bounds
+from .pool import PoolRelax, pool_back
 from .result import BoundMethod
 
 Tensor = torch.Tensor
@@ -31,6 +32,7 @@ class Relax:
     d_slope: Tensor  # (B, k) = al - au on cols
     d_offset: Tensor  # (B, k) = cu - cl on cols, >= 0
     offset_cols: Tensor  # (j,) long
+    pool: PoolRelax | None = None  # the max pooling layer after the activation, if any
 
 
 def relax(act: Activation, lo: Tensor, hi: Tensor, method: BoundMethod) -> Relax | None:
@@ -108,7 +110,7 @@ def back_substitute(net, m, lam, beta, relaxes, center, radius, shared, *, z_ter
         beta_lo, beta_up = beta, beta
     elif lower_only:
         pass
-    elif m > 0 and 4 * relaxes[m - 1].cols.numel() <= lam.shape[-1]:
+    elif m > 0 and relaxes[m - 1].pool is None and 4 * relaxes[m - 1].cols.numel() <= lam.shape[-1]:
         lam, beta = split_first_step(net.stages[m - 1], relaxes[m - 1], lam, beta)
         top = m - 2
     else:
@@ -116,6 +118,12 @@ def back_substitute(net, m, lam, beta, relaxes, center, radius, shared, *, z_ter
         beta = torch.cat([beta, -beta], 1)
     for j in range(top, -1, -1):
         rel = relaxes[j]
+        if rel.pool is not None:  # max pooling after activation j (bounds/pool.py)
+            lam, shift_lo, shift_up = pool_back(rel.pool, lam, shared)
+            if shared:
+                beta_lo, beta_up = beta_lo + shift_lo, beta_up + shift_up
+            else:
+                beta = beta + shift_lo
         # activation j: h_j = s(z_j) with al*z + cl <= s(z) <= au*z + cu
         base = dot(lam[..., rel.offset_cols], rel.cl[:, rel.offset_cols]) if rel.offset_cols.numel() else 0.0
         lam_u = lam[..., rel.cols]

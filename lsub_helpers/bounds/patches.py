@@ -36,7 +36,9 @@ def conv_of(stage: AffineStage, first: bool) -> ConvOp | None:
 
 
 def conv_chain(net: ReluNetwork, m: int) -> bool:
-    return m > 0 and all(conv_of(net.stages[j], j == 0) is not None for j in range(m + 1))
+    """Stages 0..m are convolutions with no max pooling between them (a pool takes the dense path)."""
+    return (m > 0 and all(conv_of(net.stages[j], j == 0) is not None for j in range(m + 1))
+            and all(p is None for p in net.pools[:m]))
 
 
 def patch_input(net: ReluNetwork, center: Tensor, radius: Tensor) -> tuple[Tensor, Tensor]:

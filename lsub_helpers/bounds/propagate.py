@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 
 import torch
@@ -9,6 +10,7 @@ import torch
 from ..network import ReluNetwork
 from .ibp import ibp_activation, ibp_stage
 from .linear import Relax, linear_bounds, relax
+from .pool import pool_interval, pool_relax
 from .result import BoundMethod, Bounds, Intermediate
 
 Tensor = torch.Tensor
@@ -331,6 +333,11 @@ def _propagate(net: ReluNetwork, lo: Tensor, hi: Tensor, method: BoundMethod, in
         pre.append((l, u))
         relaxes.append(relax(act, l, u, method))
         h_lo, h_hi = ibp_activation(act, l, u)
+        pool = net.pools[m]
+        if pool is not None:  # max pooling after the activation: bounds/pool.py
+            if method is not BoundMethod.IBP:
+                relaxes[-1] = dataclasses.replace(relaxes[-1], pool=pool_relax(pool, h_lo, h_hi))
+            h_lo, h_hi = pool_interval(pool, h_lo, h_hi)
     raise AssertionError("unreachable")
 
 

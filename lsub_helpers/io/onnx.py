@@ -1,8 +1,8 @@
 """Read a sequential ONNX ReLU network (as VNN-COMP benchmarks and PyTorch exporters write them) into the
 normal-form ops of :mod:`lsub_helpers.ops`.
 
-One rule per ONNX op (``_RULES``); every op in :data:`SUPPORTED` becomes an affine op, a ReLU, nothing
-(Identity, Dropout) or, last, a Softmax/LogSoftmax that :class:`~lsub_helpers.network.SoftmaxPolicy` drops
+One rule per ONNX op (``_RULES``); every op in :data:`SUPPORTED` becomes an affine op, a ReLU, a max
+pooling layer (:class:`~lsub_helpers.network.MaxPoolLayer`), nothing (Identity, Dropout) or, last, a Softmax/LogSoftmax that :class:`~lsub_helpers.network.SoftmaxPolicy` drops
 or refuses.  Every other op raises :class:`~lsub_helpers.network.UnsupportedLayerError` naming the op, the
 node and what to do.  Files are read with ``onnx.load_from_string`` (protobuf, no pickle); ``.gz`` files are
 decompressed first, as VNN-COMP publishes them.
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..network import (
+    MaxPoolLayer,
     OutputActivation,
     ReluNetwork,
     SoftmaxPolicy,
@@ -52,7 +53,6 @@ _HINTS = {
     "Elu": _NOT_PIECEWISE_LINEAR,
     "Gelu": _NOT_PIECEWISE_LINEAR,
     "LeakyRelu": "LeakyRelu is not supported; retrain with ReLU",
-    "MaxPool": "max pooling is not supported yet; replace it by AveragePool or a strided Conv and retrain",
     "Shape": "export with static shapes and constant folding (torch.onnx.export(..., do_constant_folding=True)) "
     "so that shape computations become constants, or use nn.Flatten instead of x.view(x.size(0), -1)",
 }
@@ -289,7 +289,7 @@ def _spatial_pads(a: dict, where: str) -> tuple[tuple[int, int], tuple[int, int]
     if a.get("auto_pad", "NOTSET") != "NOTSET":
         raise UnsupportedLayerError(f"{where}: auto_pad={a['auto_pad']} is not supported; export explicit pads")
     if any(d != 1 for d in a.get("dilations", [1, 1])):
-        raise UnsupportedLayerError(f"{where}: dilation is not supported")
+        raise UnsupportedLayerError(f"{where}: dilations {list(a['dilations'])} are not supported; export with dilation 1")
     pads = [int(p) for p in a.get("pads", [0, 0, 0, 0])]
     if len(pads) != 4:
         raise UnsupportedLayerError(f"{where}: only 2-D (N, C, H, W) tensors are supported, pads {pads}")
@@ -349,6 +349,24 @@ def _average_pool(g, node, a, where, opset):
     g.add(op)
 
 
+def _max_pool(g, node, a, where, opset):
+    if len(g.shape) != 3:
+        raise UnsupportedLayerError(f"{where}: input must be (C, H, W), got {g.shape}")
+    if a.get("ceil_mode", 0):
+        raise UnsupportedLayerError(f"{where}: ceil_mode=1 is not supported; export with ceil_mode=0 "
+                                    "(torch: MaxPool2d(..., ceil_mode=False))")
+    if len(node.output) > 1 and node.output[1]:
+        raise UnsupportedLayerError(f"{where}: the Indices output of MaxPool is not supported")
+    pads = _spatial_pads(a, where)  # refuses auto_pad and dilations other than 1
+    k = tuple(int(v) for v in a["kernel_shape"])
+    s = tuple(int(v) for v in a.get("strides", [1, 1]))
+    if len(k) != 2 or len(s) != 2:
+        raise UnsupportedLayerError(f"{where}: only 2-D max pooling is supported, kernel_shape {list(k)}")
+    pool = MaxPoolLayer(k, s, pads, tuple(g.shape))
+    g.ops.append(("maxpool", pool))
+    g.shape = pool.out_shape
+
+
 def _pad(g, node, a, where, opset):
     mode = a.get("mode", "constant")
     if mode != "constant":
@@ -391,6 +409,7 @@ _RULES = {
     "BatchNormalization": _batch_norm,
     "AveragePool": _average_pool,
     "GlobalAveragePool": _average_pool,
+    "MaxPool": _max_pool,
     "Pad": _pad,
 }
 SUPPORTED = tuple(_RULES) + ("Constant",)

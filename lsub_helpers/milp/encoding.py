@@ -123,6 +123,11 @@ class StageMatrices:
     replaced: tuple[np.ndarray, ...]
     slope: tuple[np.ndarray, ...]
     offset: tuple[np.ndarray, ...]
+    pools: tuple = ()  # MaxPoolLayer or None per layer (() for none)
+
+    def __post_init__(self):
+        if not self.pools:
+            object.__setattr__(self, "pools", (None,) * len(self.replaced))
 
     @staticmethod
     def of(net: ReluNetwork) -> "StageMatrices":
@@ -130,7 +135,7 @@ class StageMatrices:
         rep = tuple(np.asarray(a.replaced, dtype=bool) for a in net.activations)
         slo = tuple(np.asarray(a.slope, dtype=_F64) for a in net.activations)
         off = tuple(np.asarray(a.offset, dtype=_F64) for a in net.activations)
-        return StageMatrices(ws, bs, rep, slo, off)
+        return StageMatrices(ws, bs, rep, slo, off, tuple(net.pools))
 
     def activation_range(self, k: int, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Range of the (possibly substituted) activation of layer ``k`` on ``[lo, hi]``."""
@@ -139,6 +144,14 @@ class StageMatrices:
         sl = np.minimum(a * lo, a * hi) + c
         sh = np.maximum(a * lo, a * hi) + c
         return np.where(m, sl, rl), np.where(m, sh, rh)
+
+    def output_range(self, k: int, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Range of the input of stage ``k + 1``: layer ``k``'s activation range, max pooled if it has a pool."""
+        al, ah = self.activation_range(k, lo, hi)
+        if self.pools[k] is None:
+            return al, ah
+        win = self.pools[k].windows
+        return np.r_[al, -_INF][win].max(1), np.r_[ah, -_INF][win].max(1)
 
 
 def _interval_step(w: sp.csr_matrix, b: np.ndarray, lo: np.ndarray, hi: np.ndarray):
@@ -338,8 +351,73 @@ def _encode_hidden(mats: StageMatrices, bounds, lower: np.ndarray, upper: np.nda
             q_new[lin] = c[lin]
         P = sp.csr_matrix((pval, (prow, pcol)), shape=(lo.size, b.n_cols))
         q = q_new
-        layers.append(dict(const=const, linear=linear, relu=relu, zcols=zmap, ycols=ymap, qcols=qcols, relu_idx=ri))
+        pool_binaries = 0
+        if mats.pools[k] is not None:  # max pooling of this layer's outputs
+            zero = ~mats.replaced[k] & (hi <= 0)  # inactive ReLUs: exactly 0
+            P, q, pool_binaries = _encode_pool(b, mats.pools[k].windows, P, q, *mats.activation_range(k, lo, hi),
+                                               ~mats.replaced[k], zero, k)
+        layers.append(dict(const=const, linear=linear, relu=relu, zcols=zmap, ycols=ymap, qcols=qcols, relu_idx=ri,
+                           pool_binaries=pool_binaries))
     return _Hidden(b, P, q, xcols, tuple(layers))
+
+
+def _encode_pool(b: _Builder, windows: np.ndarray, P: sp.csr_matrix, q: np.ndarray, xl: np.ndarray,
+                 xu: np.ndarray, nonneg: np.ndarray, zero: np.ndarray, k: int) -> tuple[sp.csr_matrix, np.ndarray, int]:
+    """Max pooling of ``h = P v + q`` (inputs in ``[xl, xu]``) as Tjeng et al. (2019, Sec. 3) and MIPVerify.
+
+    In each window the *candidates* are the inputs whose upper bound reaches the largest lower bound of the
+    window (the others are below the maximum everywhere on the box), except inputs that are exactly 0
+    (``zero``: inactive ReLUs) in a window with another input that is a ReLU output (``nonneg``, >= 0
+    exactly) and not exactly 0: that input is never below them.  One candidate: the output is that
+    input (no variable).  Several: an output ``y`` in ``[max l, max u]``, a binary ``a_i`` per candidate
+    and the rows ``y >= x_i``, ``y <= x_i + (max_{j != i} u_j - l_i)(1 - a_i)``, ``sum_i a_i = 1``.
+    Returns the pooled outputs as ``(P, q)`` and the number of binaries.
+    """
+    n_in = xl.size
+    xl, xu = _widen(xl, xu)
+    lw = np.r_[xl, -_INF][windows]  # (n_out, kk); padded positions never win
+    uw = np.r_[xu, -_INF][windows]
+    lmax = lw.max(1)
+    cand = uw >= lmax[:, None]  # the input with the largest lower bound is always one
+    zw, nw = np.r_[zero, False][windows], np.r_[nonneg, False][windows]
+    cand &= ~(zw & (nw & ~zw).any(1, keepdims=True))  # zeros below a ReLU output that is not exactly 0
+    only_zeros = ~(cand & ~zw).any(1)  # the output is 0: keep one of the zeros
+    cand[only_zeros] &= np.arange(cand.shape[1]) == cand[only_zeros].argmax(1)[:, None]
+    single = cand.sum(1) == 1
+    n_out = windows.shape[0]
+    # single candidate: the output is that input
+    o1 = np.flatnonzero(single)
+    i1 = windows[o1, cand[o1].argmax(1)]
+    # several: a variable, binaries, big-M rows
+    om = np.flatnonzero(~single)
+    po, pk = np.nonzero(cand[om])  # pairs (window om[po], position pk), window by window
+    pi = windows[om[po], pk]
+    u_c = np.where(cand, uw, -_INF)[om]
+    top = u_c.argmax(1)
+    first = u_c.max(1)
+    second = np.where(np.arange(u_c.shape[1]) == top[:, None], -_INF, u_c).max(1)
+    others = np.where(pk == top[po], second[po], first[po])  # max upper bound of the other candidates
+    big_m = others - xl[pi]
+    ycols = b.cols(f"pool{k}", om, lmax[om], first)
+    acols = b.cols(f"pool_a{k}", np.arange(pi.size), 0.0, 1.0, integer=True)
+    e = P[pi].tocoo()  # x_i = P_i v + q_i for every pair
+    n_p = pi.size
+    loc = np.arange(n_p)
+    # y - x_i >= 0
+    b.rows(f"pool_ge{k}", loc, np.r_[loc, e.row], np.r_[ycols[po], e.col], np.r_[np.ones(n_p), -e.data],
+           q[pi], _INF)
+    # y - x_i + M a_i <= M
+    b.rows(f"pool_le{k}", loc, np.r_[loc, e.row, loc], np.r_[ycols[po], e.col, acols],
+           np.r_[np.ones(n_p), -e.data, big_m], -_INF, big_m + q[pi])
+    # sum_i a_i = 1
+    b.rows(f"pool_one{k}", om, po, acols, np.ones(n_p), 1.0, 1.0)
+    sel = sp.csr_matrix((np.ones(o1.size), (o1, i1)), shape=(n_out, n_in))
+    p_new = sp.csr_matrix(sel @ P)
+    p_new.resize(n_out, b.n_cols)
+    p_new = p_new + sp.csr_matrix((np.ones(om.size), (om, ycols)), shape=(n_out, b.n_cols))
+    q_new = np.zeros(n_out)
+    q_new[o1] = q[i1]
+    return sp.csr_matrix(p_new), q_new, int(n_p)
 
 
 def _output_rows(mats: StageMatrices, hidden: _Hidden, stage: int, mat: np.ndarray | sp.spmatrix) -> tuple[sp.csr_matrix, np.ndarray]:

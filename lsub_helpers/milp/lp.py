@@ -202,7 +202,7 @@ def spec_lower_bounds(net: ReluNetwork, lower, upper, bounds, specs: Sequence[Ou
     lower = np.asarray(lower, dtype=_F64).reshape(-1)
     upper = np.asarray(upper, dtype=_F64).reshape(-1)
     if pre:
-        hl, hh = mats.activation_range(len(pre) - 1, *pre[-1])
+        hl, hh = mats.output_range(len(pre) - 1, *pre[-1])
     else:
         hl, hh = lower, upper
     out = np.empty(len(specs))

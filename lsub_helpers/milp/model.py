@@ -333,8 +333,8 @@ def _region_lp(net: ReluNetwork, model: MilpModel, x: np.ndarray, *, margin: flo
                time_limit: float = 10.0) -> np.ndarray | None:
     """The best point of the linear region of ``x`` for the model's objective, or None.
 
-    With the activation pattern of ``x`` fixed for every neuron that is unstable on the box, the network is
-    affine, ``z_k(x') = Z_k x' + c_k``, and the model's objective over the region (box, sign conditions of
+    With the activation pattern of ``x`` fixed for every neuron that is unstable on the box, and the input
+    that is the maximum of every max pooling window fixed, the network is affine, ``z_k(x') = Z_k x' + c_k``, and the model's objective over the region (box, sign conditions of
     the unstable neurons) is an LP.  Used when the MILP solver's point fails the float64 re-check: it
     contains ``x``, so its optimum is at least as good, and it is solved without big-M constants.  For a
     DISTANCE model the spec must hold with slack ``margin`` so that the float64 re-check accepts the point
@@ -363,6 +363,15 @@ def _region_lp(net: ReluNetwork, model: MilpModel, x: np.ndarray, *, margin: flo
         c = np.where(rep, mats.offset[k], 0.0)
         H = a[:, None] * Z
         g = a * zc + c
+        if mats.pools[k] is not None:  # fix every window's maximum: h_win >= h_j for the window's inputs j
+            win = mats.pools[k].windows
+            hx = np.r_[H @ x + g, -_INF]
+            best = win[np.arange(win.shape[0]), hx[win].argmax(1)]
+            o, j = np.nonzero(win < H.shape[0])
+            j = win[o, j]
+            rows.append(H[j] - H[best[o]])  # h_j - h_best <= 0
+            rhs.append(g[best[o]] - g[j])
+            H, g = H[best], g[best]
     wl, bl = mats.weights[-1], mats.biases[-1]
     G = model.spec.mat @ (wl @ H)
     g0 = model.spec.mat @ (wl @ g + bl) - model.spec.rhs
