@@ -296,3 +296,24 @@ def test_with_branch_and_bound_the_runs_are_the_bisection_steps():
     assert sorted(runtime_points([rec], gamma=0.9)["original"]) == [(2.0, 0.05), (4.0, 0.15)]
     with pytest.raises(ValueError, match="bab"):
         ExperimentConfig(bab=-1.0)
+
+
+def test_a_resumed_campaign_goes_on_with_the_networks_that_have_the_fewest_anchors(tmp_path, monkeypatch):
+    from lsub_helpers.experiments import Job, append_record, run_jobs
+    from lsub_helpers.experiments import runner
+
+    calls = []
+
+    def fake(net, x0, label, index, config, *, commit=None):
+        calls.append((net, index))
+        return AnchorRecord(index=index, label=label, status=RecordStatus.MISCLASSIFIED)
+
+    monkeypatch.setattr(runner, "anchor_record", fake)
+    xs, ys = torch.zeros(10, 2), torch.zeros(10, dtype=torch.long)
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    for i in (0, 1):  # network "A" already has its first two anchors
+        append_record(a, AnchorRecord(index=i, label=0, status=RecordStatus.MISCLASSIFIED))
+    jobs = [Job("A", xs, ys, (0, 1, 2), ExperimentConfig(), a), Job("B", xs, ys, (3, 4, 5), ExperimentConfig(), b)]
+    run_jobs(jobs, progress=False)
+    assert calls == [("B", 3), ("B", 4), ("A", 2), ("B", 5)]
+    assert [r["index"] for r in load_records(a)] == [0, 1, 2] and [r["index"] for r in load_records(b)] == [3, 4, 5]

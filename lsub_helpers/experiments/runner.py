@@ -228,14 +228,13 @@ def run_jobs(jobs: Sequence[Job], *, dask_address: str | None = None, use_dask: 
     """Run every job's anchors that its results file does not hold yet, interleaved across jobs (the first
     anchor of every network, then the second, ...), so that an interrupted campaign has records of every
     network.  Records are appended by this process as anchors finish (see :func:`run_experiment`)."""
-    todo_per_job = []
-    for job in jobs:
+    todo = []  # (position of the anchor in its job's list, job, anchor): a resumed campaign goes on with the
+    for j, job in enumerate(jobs):  # networks that have the fewest anchors, not with the first job
         job.results.parent.mkdir(parents=True, exist_ok=True)
         repair(job.results)
         done = {r["index"] for r in load_records(job.results)}
-        todo_per_job.append([i for i in dict.fromkeys(int(i) for i in job.indices) if i not in done])
-    tasks = [(j, todo[k]) for k in range(max((len(t) for t in todo_per_job), default=0))
-             for j, todo in enumerate(todo_per_job) if k < len(todo)]
+        todo += [(k, j, i) for k, i in enumerate(dict.fromkeys(int(i) for i in job.indices)) if i not in done]
+    tasks = [(j, i) for _, j, i in sorted(todo)]
     from tqdm.auto import tqdm
 
     commit = code_commit()  # the code this process runs, even if the working tree changes meanwhile
