@@ -86,8 +86,20 @@ class SoftmaxPolicy(enum.Enum):
     DROP = "drop"
 
 
+class _Sizes:
+    """``in_size`` and ``out_size`` of a layer with ``in_shape`` and ``out_shape``."""
+
+    @property
+    def in_size(self) -> int:
+        return math.prod(self.in_shape)
+
+    @property
+    def out_size(self) -> int:
+        return math.prod(self.out_shape)
+
+
 @dataclass(frozen=True, eq=False)
-class AffineStage:
+class AffineStage(_Sizes):
     """A composition of affine ops between two ReLU layers (or input/output)."""
 
     ops: tuple[Op, ...]
@@ -99,14 +111,6 @@ class AffineStage:
     @property
     def out_shape(self) -> tuple[int, ...]:
         return self.ops[-1].out_shape
-
-    @property
-    def in_size(self) -> int:
-        return math.prod(self.in_shape)
-
-    @property
-    def out_size(self) -> int:
-        return math.prod(self.out_shape)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """Map a batch of shape (B, *in_shape) to (B, *out_shape)."""
@@ -188,7 +192,7 @@ class Activation:
 
 
 @dataclass(frozen=True, eq=False)
-class MaxPoolLayer:
+class MaxPoolLayer(_Sizes):
     """2-D max pooling of a (C, H, W) tensor (torch's ``MaxPool2d``, ONNX ``MaxPool``): dilation 1, floor
     output size (``ceil_mode`` off).  ``pads = ((top, bottom), (left, right))`` are filled with -inf, so a
     window's maximum is over its positions inside the image; each pad is smaller than the kernel, so every
@@ -214,14 +218,6 @@ class MaxPoolLayer:
         c, h, w = self.in_shape
         (t, b), (l, r) = self.pads
         return (c, (h + t + b - self.kernel[0]) // self.stride[0] + 1, (w + l + r - self.kernel[1]) // self.stride[1] + 1)
-
-    @property
-    def in_size(self) -> int:
-        return math.prod(self.in_shape)
-
-    @property
-    def out_size(self) -> int:
-        return math.prod(self.out_shape)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """Map a batch (B, *in_shape) to (B, *out_shape)."""
