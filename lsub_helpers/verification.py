@@ -217,17 +217,17 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
         if use_bab:  # the second turn: the open specs share what is left, then the MILP gets the rest of it
             share = budget.left() / (len(sequence) - pos)
             allowance = min(opts.bab, share, math.inf if lim is None else lim)
-            spent = 0.0
+            second, spent = None, 0.0
             if allowance > 1.5 * first_turn[j]:  # else it would only redo its first turn (it starts afresh)
-                br = bab_prove(net, lower, upper, specs[j], options=opts.bab_options, time_limit=allowance)
-                babs.append((j, br))
-                spent = br.time_s
-            if spent and br.status is BabStatus.PROVEN:
+                second = bab_prove(net, lower, upper, specs[j], options=opts.bab_options, time_limit=allowance)
+                babs.append((j, second))
+                spent = second.time_s
+            if second is not None and second.status is BabStatus.PROVEN:
                 verdicts.append(VerificationStatus.ROBUST)
                 continue
-            if spent and br.status is BabStatus.FALSIFIED:
+            if second is not None and second.status is BabStatus.FALSIFIED:
                 verdicts.append(VerificationStatus.NOT_ROBUST)
-                x, hit = br.x, j
+                x, hit = second.x, j
                 break
             per_run = math.inf if opts.time_limit is None else opts.time_limit - spent
             lim = budget.limit(min(per_run, share - spent))
