@@ -247,6 +247,13 @@ def test_built_book_has_its_apparatus(built_book):
     assert "<table" in summary
 
 
+def _built_page(book: Path, out: Path, name: str) -> str:
+    """Build ``book`` into ``out`` (the build must succeed) and return the HTML of page ``name``."""
+    result = build(book, out)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return (out / "_build" / "html" / name).read_text()
+
+
 @pytest.mark.book
 def test_launch_buttons_follow_repository_url(tmp_path):
     """One repository.url drives the repository button and the Binder, JupyterHub and Colab buttons."""
@@ -255,9 +262,7 @@ def test_launch_buttons_follow_repository_url(tmp_path):
     config = yaml.safe_load((book / "_config.yml").read_text())
     config["repository"]["url"] = "https://github.com/some-org/some-book"
     (book / "_config.yml").write_text(yaml.safe_dump(config))
-    result = build(book, tmp_path / "out")
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    page = (tmp_path / "out" / "_build" / "html" / "nb.html").read_text()
+    page = _built_page(book, tmp_path / "out", "nb.html")
     assert "mybinder.org/v2/gh/some-org/some-book/main?urlpath=lab/tree/nb.md" in page
     assert "colab.research.google.com/github/some-org/some-book/blob/main/nb.md" in page
     # with the chapter's jupytext pair beside it (as book/0*.md have), every launch link opens the .ipynb,
@@ -267,9 +272,7 @@ def test_launch_buttons_follow_repository_url(tmp_path):
     jupytext.write(jupytext.read(book / "nb.md"), book / "nb.ipynb")
     config["exclude_patterns"] = list(config.get("exclude_patterns", [])) + ["nb.ipynb"]
     (book / "_config.yml").write_text(yaml.safe_dump(config))
-    result = build(book, tmp_path / "out2")
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    page = (tmp_path / "out2" / "_build" / "html" / "nb.html").read_text()
+    page = _built_page(book, tmp_path / "out2", "nb.html")
     assert "colab.research.google.com/github/some-org/some-book/blob/main/nb.ipynb" in page
     assert "urlpath=lab/tree/nb.ipynb" in page
     assert "repo=https%3A%2F%2Fgithub.com%2Fsome-org%2Fsome-book" in page or "some-org/some-book" in page
