@@ -434,9 +434,27 @@ def test_verdict_only_agrees_with_the_sign_of_the_optimum(seed):
             full = milp.solve_model(m, mip_rel_gap=0.0, options={"mip_abs_gap": 0.0})
             if abs(full.objective) < 1e-6:
                 continue
-            fast = milp.solve_model(m, objective_bound=0.0, objective_target=-1e-5)
-            status, _ = milp.interpret(net, m, fast)
-            assert status is (VerificationStatus.ROBUST if full.objective > 0 else VerificationStatus.NOT_ROBUST)
+            expected = VerificationStatus.ROBUST if full.objective > 0 else VerificationStatus.NOT_ROBUST
+            # today's options (RINS and RENS off) and HiGHS's default heuristics give the same verdict
+            for extra in (None, {k: True for k in milp.SPEED_HIGHS_OPTIONS}):
+                fast = milp.solve_model(m, objective_bound=0.0, objective_target=-1e-5, options=extra)
+                status, _ = milp.interpret(net, m, fast)
+                assert status is expected
+
+
+def test_highs_gets_the_safe_and_speed_options_and_the_caller_overrides_them():
+    from lsub_helpers.milp.lp import new_highs
+    from lsub_helpers.milp.solve import _apply_highs_options
+
+    h = new_highs()
+    _apply_highs_options(h, 5.0, 1, None, None, None, None, False)
+    for k, v in {**milp.SAFE_HIGHS_OPTIONS, **milp.SPEED_HIGHS_OPTIONS}.items():
+        assert h.getOptionValue(k)[1] == v, k
+    assert milp.SPEED_HIGHS_OPTIONS == {"mip_heuristic_run_rins": False, "mip_heuristic_run_rens": False}
+    h = new_highs()
+    _apply_highs_options(h, 5.0, 1, None, None, None, {"mip_heuristic_run_rins": True}, False)
+    assert h.getOptionValue("mip_heuristic_run_rins")[1] is True
+    assert h.getOptionValue("mip_heuristic_run_rens")[1] is False
 
 
 def test_solving_prints_no_licence_banner():

@@ -15,10 +15,10 @@ from .encoding import (BoundsMethod, LayerBounds, OutputSpec, StageMatrices, com
                        interval_bounds, unstable_counts)
 from .lp import TighteningReport, new_highs, spec_lower_bounds, tighten_bounds_lp, unreachable
 from .model import Check, MilpModel, Objective, VerificationStatus, build_model, check_counterexample, interpret
-from .solve import SAFE_HIGHS_OPTIONS, SolveResult, SolverStatus, solve_model
+from .solve import SAFE_HIGHS_OPTIONS, SPEED_HIGHS_OPTIONS, SolveResult, SolverStatus, solve_model
 
 __all__ = ["BoundsMethod", "LayerBounds", "OutputSpec", "StageMatrices", "compute_bounds", "input_box",
            "interval_bounds", "unstable_counts", "TighteningReport", "new_highs", "spec_lower_bounds",
            "tighten_bounds_lp", "unreachable", "Check", "MilpModel", "Objective", "VerificationStatus",
-           "build_model", "check_counterexample", "interpret", "SAFE_HIGHS_OPTIONS", "SolveResult", "SolverStatus",
+           "build_model", "check_counterexample", "interpret", "SAFE_HIGHS_OPTIONS", "SPEED_HIGHS_OPTIONS", "SolveResult", "SolverStatus",
            "solve_model"]

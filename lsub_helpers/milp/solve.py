@@ -103,11 +103,17 @@ def _highs_status(h, objective_bound) -> SolverStatus:
 # of 1e-9 every near-boundary query of ``tests/test_groundtruth.py`` gets the right verdict, and solves
 # were no slower (``benchmarks/results/milp_compose.md``).
 SAFE_HIGHS_OPTIONS = {"presolve": "off", "mip_feasibility_tolerance": 1e-9}
+# HiGHS options for speed, applied after the safe ones (``options`` override both).  RINS and RENS solve
+# sub-MIPs, each with its own presolve; on the models of substitutes (a few dozen binaries, every input in
+# dense rows) they took 90% of the time: a CIFAR-10 query with 34 binaries took 42 s with them and 3.6 s
+# without, with the same verdict.  Measured side by side on f's and g's models of every Table 1 network:
+# ``benchmarks/bench_highs_options.py`` (``benchmarks/results/highs_options.md``).
+SPEED_HIGHS_OPTIONS = {"mip_heuristic_run_rins": False, "mip_heuristic_run_rens": False}
 
 
 def _apply_highs_options(h, time_limit, threads, mip_rel_gap, objective_bound, objective_target, options, tee):
     h.setOptionValue("output_flag", bool(tee))
-    for k, v in SAFE_HIGHS_OPTIONS.items():
+    for k, v in {**SAFE_HIGHS_OPTIONS, **SPEED_HIGHS_OPTIONS}.items():
         h.setOptionValue(k, v)
     h.setOptionValue("threads", int(threads))
     if time_limit is not None:
@@ -182,7 +188,7 @@ def _solve_highs_persistent(model, time_limit, threads, mip_rel_gap, objective_b
     opt.config.raise_exception_on_nonoptimal_result = False
     opt.set_instance(model.pyomo)
     t1 = time.perf_counter()
-    extra = {**SAFE_HIGHS_OPTIONS, **(options or {})}
+    extra = {**SAFE_HIGHS_OPTIONS, **SPEED_HIGHS_OPTIONS, **(options or {})}
     if objective_bound is not None:
         extra["objective_bound"] = float(objective_bound)
     if objective_target is not None:
