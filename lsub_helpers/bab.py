@@ -39,7 +39,7 @@ import torch
 from .bounds import BoundMethod, compute_bounds_box
 from .bounds.alpha import ProjectedAscent
 from .bounds.ibp import ibp_stage
-from .bounds.linear import Relax, back_substitute, relax
+from .bounds.linear import back_substitute, relax, with_lower_slopes
 from .milp import (LayerBounds, OutputSpec, VerificationStatus, build_model, check_counterexample, interpret,
                    solve_model, unreachable)
 from .network import ReluNetwork
@@ -306,13 +306,7 @@ def _spec_bound(net: ReluNetwork, lo: Tensor, hi: Tensor, pre, lam0: Tensor, bet
     last = len(net.stages) - 1
 
     def evaluate(cus=None) -> Tensor:
-        rels = []
-        for j, r in enumerate(base):
-            al, au, cl = rep(r.al), rep(r.au), rep(r.cl)
-            if r.cols.numel():
-                al = al.index_put((torch.arange(rows).unsqueeze(1), r.cols.unsqueeze(0)), alphas[j])
-            cu = rep(r.cu if cus is None else cus[j])
-            rels.append(Relax(al, cl, au, cu, r.cols, (al - au)[:, r.cols], (cu - cl)[:, r.cols], r.offset_cols))
+        rels = [with_lower_slopes(r, alphas[j], rep, None if cus is None else cus[j]) for j, r in enumerate(base)]
         z_terms = [None if s is None else -m * s for s, m in zip(signs, mults)]
         low, coef = back_substitute(net, last, lam, beta, rels, center, radius, shared=False, z_terms=z_terms,
                                     lower_only=True)

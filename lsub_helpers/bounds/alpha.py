@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..network import ReluNetwork
-from .linear import Relax, back_substitute, relax
+from .linear import back_substitute, relax, with_lower_slopes
 from .propagate import check_box, compute_bounds_box
 from .result import BoundMethod, Bounds
 
@@ -118,7 +118,7 @@ def alpha_crown_spec(net: ReluNetwork, lower, upper, spec, *, base: Bounds | Non
              for act, (l, u) in zip(net.activations, base.pre_activation)]
 
     def bound(alphas) -> Tensor:
-        rels = [_with_slopes(r, a, k) for r, a in zip(start, alphas)]
+        rels = [with_lower_slopes(r, a, lambda v: v.expand(k, -1)) for r, a in zip(start, alphas)]
         low, _ = back_substitute(net, last, lam0, beta0, rels, center, radius, shared=False)
         return low[:, 0]
 
@@ -144,15 +144,3 @@ def alpha_crown_spec(net: ReluNetwork, lower, upper, spec, *, base: Bounds | Non
         with torch.no_grad():  # the last step's slopes
             best = torch.maximum(best, bound(alphas))
     return AlphaResult(best.detach(), base_lower.detach(), done, time.perf_counter() - t0)
-
-
-def _with_slopes(r: Relax | None, alpha: Tensor, k: int) -> Relax | None:
-    """The relaxation ``r`` (one anchor) for ``k`` copies, with lower slopes ``alpha`` (k, cols) on its unstable
-    columns."""
-    if r is None:
-        return None
-    al = r.al.expand(k, -1)
-    if r.cols.numel():
-        al = al.index_put((torch.arange(k).unsqueeze(1), r.cols.unsqueeze(0)), alpha)
-    au, cl, cu = r.au.expand(k, -1), r.cl.expand(k, -1), r.cu.expand(k, -1)
-    return Relax(al, cl, au, cu, r.cols, (al - au)[:, r.cols], (cu - cl)[:, r.cols], r.offset_cols)

@@ -62,6 +62,19 @@ def relax(act: Activation, lo: Tensor, hi: Tensor, method: BoundMethod) -> Relax
     return Relax(al, cl, au, cu, cols, (al - au)[:, cols], (cu - cl)[:, cols], offset_cols)
 
 
+def with_lower_slopes(r: Relax | None, alpha: Tensor, rep, cu: Tensor | None = None) -> Relax | None:
+    """``r`` with its rows mapped by ``rep`` (e.g. one box expanded to K copies), the lower slopes on its
+    unstable columns set to ``alpha`` (rows, len(cols)) and, if given, the upper intercepts replaced by ``cu``
+    (before ``rep``): the relaxation that optimised-slope bounds (alpha-CROWN, branch and bound) evaluate."""
+    if r is None:
+        return None
+    al, au, cl = rep(r.al), rep(r.au), rep(r.cl)
+    if r.cols.numel():
+        al = al.index_put((torch.arange(al.shape[0]).unsqueeze(1), r.cols.unsqueeze(0)), alpha)
+    cu = rep(r.cu if cu is None else cu)
+    return Relax(al, cl, au, cu, r.cols, (al - au)[:, r.cols], (cu - cl)[:, r.cols], r.offset_cols, r.pool)
+
+
 def linear_bounds(net, m, rows, relaxes, center, radius, shared, spec):
     """Bounds of (selected rows of) stage ``m``'s output by back-substitution to the input box.
 
