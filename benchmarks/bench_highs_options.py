@@ -105,8 +105,8 @@ def report() -> str:
     disagree = [r for r in recs if r["before"]["verdict"] in decided and r["now"]["verdict"] in decided
                 and r["before"]["verdict"] != r["now"]["verdict"]]
     lines = ["# HiGHS's sub-MIP heuristics (RINS, RENS) on and off, on the MILPs of Table 1", "", machine(), "",
-             f"`python benchmarks/bench_highs_options.py --anchors 2`: {len(recs)} models, "
-             f"{len({(r['network'], r['index']) for r in recs})} anchors.  Each model was solved twice back to back "
+             f"{len(recs)} models on {len({(r['network'], r['index']) for r in recs})} anchors "
+             "(`python benchmarks/bench_highs_options.py --anchors N --only NETWORK`; see the n column).  Each model was solved twice back to back "
              f"(verdict-only, {LIMIT:.0f} s limit, one thread): **before** = `SAFE_HIGHS_OPTIONS` with HiGHS's "
              "default heuristics; **now** = RINS and RENS off (`SPEED_HIGHS_OPTIONS`).  Decided = robust or a "
              "re-checked counterexample.  The ratio is before/now per model, over models both decided.", "",
