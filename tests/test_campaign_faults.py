@@ -123,3 +123,43 @@ def test_runner_killed_with_sigkill_resumes_without_loss_or_duplicate(tmp_path):
     assert after[: len(before)] == before  # nothing finished before the kill is lost or rewritten
     indices = [json.loads(line)["index"] for line in after]
     assert sorted(indices) == sorted(_expected(n)) and len(indices) == n  # each anchor exactly once
+
+
+def test_runner_killed_mid_anchor_resumes_after_the_last_finished_part(tmp_path):
+    """SIGKILL while an anchor is half done (its f and at least one substitute finished): the restarted runner
+    takes those parts from the checkpoint (the record names them in ``resumed``), computes the rest, writes
+    every anchor once, and leaves no checkpoint behind."""
+    from lsub_helpers.experiments import checkpoint_dir
+
+    results = tmp_path / "toy.jsonl"
+    ck = checkpoint_dir(results)
+    n = 3
+
+    def half_done():
+        for p in ck.glob("*.jsonl") if ck.is_dir() else ():
+            if len(p.read_text().splitlines()) >= 2:
+                return p
+        return None
+
+    runner = subprocess.Popen([sys.executable, str(RUNNER), str(results), str(n)], env=ENV,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(half_done, 300, "an anchor with two finished parts", step=0.01)
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(timeout=20)
+    finally:
+        _kill([runner])
+    partial = {int(p.stem): [json.loads(x)["part"] for x in p.read_text().splitlines() if x.endswith("}")]
+               for p in ck.glob("*.jsonl")}
+    done = {json.loads(x)["index"] for x in results.read_text().splitlines()} if results.exists() else set()
+    killed = {i: parts for i, parts in partial.items() if i not in done and len(parts) >= 2}
+    assert killed, (partial, done)  # the kill came in the middle of an anchor
+    rerun = subprocess.run([sys.executable, str(RUNNER), str(results), str(n)], env=ENV, capture_output=True,
+                           text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    recs = {json.loads(x)["index"]: json.loads(x) for x in results.read_text().splitlines()}
+    assert sorted(recs) == sorted(_expected(n)) and len(results.read_text().splitlines()) == n
+    for i, parts in killed.items():
+        assert set(recs[i]["resumed"]) == set(parts)  # every finished part taken over, nothing else
+        assert recs[i]["status"] == "ok" and len(recs[i]["substitutes"]) == 4
+    assert not list(ck.glob("*.jsonl"))  # finished anchors leave no checkpoint

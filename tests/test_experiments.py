@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -146,6 +147,49 @@ def test_run_anchor_and_resume(tmp_path):
     assert [r.status for r in typed] == [RecordStatus.OK, RecordStatus.MISCLASSIFIED]
     assert typed[1].f is None and typed[1].timings.attack_s is None and typed[1].to_json() == recs[1]
     assert table1(typed) == table1(recs)  # the report reads typed records and their JSON objects alike
+
+
+def test_an_interrupted_anchor_resumes_after_its_last_finished_part(tmp_path, monkeypatch):
+    """Each finished part (f, each substitute) goes to the checkpoint at once; a second run takes them from
+    there (no distance is computed again), names them in ``resumed``, and gives the same numbers.  A part of
+    another configuration, or a line cut short, is never used."""
+    from lsub_helpers.experiments import anchor_record, checkpoint_dir
+    from lsub_helpers.experiments import runner
+
+    net = _tiny()
+    xs = torch.rand(2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = int(net.predict(xs)[0])
+    config = ExperimentConfig(methods=("linear", "activation"), gammas=(0.5,), gamma0=0.2, time_limit=20,
+                              total_time_limit=120, tol=1e-4)
+    ck = checkpoint_dir(tmp_path / "r.jsonl")
+    assert ck == tmp_path / "r.jsonl.partial"
+    first = anchor_record(net, xs[0], y, 7, config, checkpoint=ck)
+    assert first.resumed is None
+    lines = [json.loads(line) for line in (ck / "7.jsonl").read_text().splitlines()]
+    assert [d["part"] for d in lines] == ["f", "linear-0.5", "activation-0.5"]
+    # what a kill in the middle of the last write leaves behind: only f and the linear substitute are whole
+    text = (ck / "7.jsonl").read_text().splitlines()
+    (ck / "7.jsonl").write_text("\n".join(text[:2]) + "\n" + text[2][: len(text[2]) // 2])
+    calls = []
+    real = runner.boundary_distance
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(runner, "boundary_distance", counted)
+    second = anchor_record(net, xs[0], y, 7, config, checkpoint=ck)
+    assert len(calls) == 1  # only the activation substitute ran again
+    assert set(second.resumed) == {"f", "linear-0.5"}
+    assert second.f == first.f and second.substitutes[0] == first.substitutes[0]
+    assert second.substitutes[1].g.value == pytest.approx(first.substitutes[1].g.value, abs=2e-4)
+    line = json.loads(json.dumps(second.to_json()))
+    assert AnchorRecord.from_json(line).to_json() == line and line["resumed"]["f"] == second.provenance.commit
+    # another configuration: nothing is taken over
+    calls.clear()
+    other = dataclasses.replace(config, tol=2e-4)
+    third = anchor_record(net, xs[0], y, 7, other, checkpoint=ck)
+    assert third.resumed is None and len(calls) == 3
 
 
 def test_committed_records_load_unchanged():

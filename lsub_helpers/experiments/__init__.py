@@ -6,12 +6,12 @@ from .records import (KNOWN_SCHEMAS, SCHEMA_VERSION, AnchorRecord, DistanceRecor
                       as_records, code_commit, load_records, read_records, repair, run_metadata)
 from .report import (ROW_GROUPS, attack_comparison, paper_table1, row_group_summary, runtime_points,
                      side_by_side_markdown, table1, table1_markdown)
-from .runner import (ExperimentConfig, Job, anchor_record, load_anchor_data, run_anchor, run_experiment, run_jobs, sample_anchors,
+from .runner import (ExperimentConfig, Job, anchor_record, checkpoint_dir, load_anchor_data, run_anchor, run_experiment, run_jobs, sample_anchors,
                      select_anchors)
 
 __all__ = ["SCHEMA_VERSION", "KNOWN_SCHEMAS", "SchemaError", "RecordStatus", "AnchorRecord", "DistanceRecord",
            "RunRecord", "StepRecord", "SubstituteRecord", "PlainAttackRecord", "Timings", "Provenance", "as_records",
-           "read_records", "append_record", "code_commit", "load_records", "repair", "run_metadata", "ROW_GROUPS",
+           "checkpoint_dir", "read_records", "append_record", "code_commit", "load_records", "repair", "run_metadata", "ROW_GROUPS",
            "attack_comparison", "paper_table1", "row_group_summary", "runtime_points", "side_by_side_markdown",
            "table1", "table1_markdown", "ExperimentConfig", "Job", "anchor_record", "load_anchor_data", "run_anchor",
            "run_experiment", "run_jobs", "sample_anchors", "select_anchors"]

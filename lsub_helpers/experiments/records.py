@@ -362,6 +362,7 @@ class AnchorRecord:
     f: DistanceRecord | None = None
     substitutes: tuple[SubstituteRecord, ...] = ()
     plain: PlainAttackRecord | None = None
+    resumed: Mapping | None = None  # parts taken from an interrupted run's checkpoint: part -> its code commit
 
     @property
     def ok(self) -> bool:
@@ -389,6 +390,8 @@ class AnchorRecord:
             out["wall_s"] = self.timings.wall_s
         if self.timings.load_average_end is not None:
             out["load_average_end"] = list(self.timings.load_average_end)
+        if self.resumed is not None:
+            out["resumed"] = dict(self.resumed)
         return out
 
     @classmethod
@@ -401,7 +404,8 @@ class AnchorRecord:
             raise SchemaError(f"record of anchor {d.get('index')!r} has schema version {schema!r}; this code reads "
                               f"versions {list(KNOWN_SCHEMAS)} (a newer lsub_helpers wrote it?)")
         base = ("index", "label", "status")
-        later = ("load_average", "attack_s", "d_adv", "f", "substitutes", "plain", "wall_s", "load_average_end")
+        later = ("load_average", "attack_s", "d_adv", "f", "substitutes", "plain", "wall_s", "load_average_end",
+                 "resumed")
         if schema >= 2:
             _fields("record", d, base + ("schema",) + _PROVENANCE_KEYS, later)
             prov = Provenance(d["commit"], d["machine"], d["date"], d["versions"], d["config"])
@@ -416,7 +420,7 @@ class AnchorRecord:
                             _tuple(d.get("load_average_end"))),
             d_adv=d.get("d_adv"), f=None if f is None else DistanceRecord.from_json(f),
             substitutes=tuple(SubstituteRecord.from_json(s) for s in d.get("substitutes", ())),
-            plain=None if plain is None else PlainAttackRecord.from_json(plain))
+            plain=None if plain is None else PlainAttackRecord.from_json(plain), resumed=d.get("resumed"))
 
 
 def as_records(records: Iterable[AnchorRecord | Mapping]) -> list[AnchorRecord]:

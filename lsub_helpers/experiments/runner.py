@@ -12,6 +12,7 @@ correctly classified test points, with a recorded seed.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from ..pruning import PruningError, prune
 from .records import (AnchorRecord, DistanceRecord, PlainAttackRecord, Provenance, RecordStatus, SubstituteRecord,
                       Timings, append_record, code_commit, load_records, repair, run_metadata)
 
-__all__ = ["ExperimentConfig", "Job", "sample_anchors", "select_anchors", "anchor_record", "run_anchor", "run_jobs",
+__all__ = ["ExperimentConfig", "Job", "checkpoint_dir", "sample_anchors", "select_anchors", "anchor_record", "run_anchor", "run_jobs",
            "run_experiment", "load_anchor_data"]
 
 
@@ -77,18 +78,72 @@ def _distance_kwargs(config: ExperimentConfig) -> dict:
     return kw
 
 
+class _Checkpoint:
+    """The finished parts of one anchor (f, each substitute, each substitute of the plain attack), one JSON
+    line each in ``<directory>/<index>.jsonl``, so that an anchor stopped half-way (a killed runner, a session
+    that ends) resumes after its last finished part instead of from the start.  A part is reused only if it
+    was computed with the same configuration from an attack at the same distance (the attacks are seeded and
+    run again on resume).  ``directory`` None: no checkpoint."""
+
+    def __init__(self, directory: str | os.PathLike | None, index: int, config: ExperimentConfig, commit: str | None):
+        self.path = None if directory is None else Path(directory) / f"{int(index)}.jsonl"
+        self.config, self.commit = json.loads(json.dumps(config.as_dict())), commit  # as it reads back
+        self.parts: dict = {}
+        self.reused: dict = {}
+        if self.path is not None and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    d = json.loads(line)
+                except json.JSONDecodeError:  # the line a kill cut short
+                    continue
+                if isinstance(d, dict) and d.get("config") == self.config:
+                    self.parts[(d.get("part"), d.get("d_adv"))] = d
+
+    def get(self, part: str, d_adv: float):
+        d = self.parts.get((part, float(d_adv)))
+        if d is None:
+            return None
+        self.reused[part] = d.get("commit")
+        return d["data"]
+
+    def put(self, part: str, d_adv: float, data: dict) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = dict(part=part, d_adv=float(d_adv), commit=self.commit, config=self.config, data=data)
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(line) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def checkpoint_dir(results: str | os.PathLike) -> Path:
+    """Where a campaign writing ``results`` keeps the finished parts of the anchors in progress."""
+    results = Path(results)
+    return results.with_name(results.name + ".partial")
+
+
 def _substitutes(net: ReluNetwork, x0: torch.Tensor, label: int, adv: AttackResult,
-                 config: ExperimentConfig) -> tuple[SubstituteRecord, ...]:
-    """Every pruner and gamma from the attack result ``adv``: the substitute and its exact distance."""
+                 config: ExperimentConfig, ckpt: _Checkpoint | None = None,
+                 prefix: str = "") -> tuple[SubstituteRecord, ...]:
+    """Every pruner and gamma from the attack result ``adv``: the substitute and its exact distance (taken
+    from ``ckpt`` where an interrupted run finished it; each new one is written there)."""
+    ckpt = ckpt or _Checkpoint(None, 0, config, None)
     out = []
     for method in config.methods:
         for gamma in config.gammas:
+            part = f"{prefix}{method}-{gamma}"
+            done = ckpt.get(part, adv.distance)
+            if done is not None:
+                out.append(SubstituteRecord.from_json(done))
+                continue
             t0 = time.perf_counter()
             try:
                 sub = prune(net, x0, label, method=method, gamma=gamma, gamma0=config.gamma0,
                             bounds=config.prune_bounds, attack=adv, domain=config.domain)
             except PruningError as exc:
                 out.append(SubstituteRecord(method, gamma, error=str(exc)))
+                ckpt.put(part, adv.distance, out[-1].to_json())
                 continue
             prune_s = time.perf_counter() - t0  # without the attack, shared by all substitutes
             g = sub.network
@@ -99,6 +154,7 @@ def _substitutes(net: ReluNetwork, x0: torch.Tensor, label: int, adv: AttackResu
             out.append(SubstituteRecord(method, gamma, prune_s=prune_s, relus_left=g.num_relus,
                                         pruned_per_layer=tuple(sub.pruned_per_layer), attack_reused=reuse,
                                         g=DistanceRecord.of(dg)))
+            ckpt.put(part, adv.distance, out[-1].to_json())
     return tuple(out)
 
 
@@ -107,7 +163,7 @@ def _load_average() -> tuple[float, ...] | None:
 
 
 def anchor_record(net: ReluNetwork, x0: torch.Tensor, label: int, index: int, config: ExperimentConfig, *,
-                  commit: str | None = None) -> AnchorRecord:
+                  commit: str | None = None, checkpoint: str | os.PathLike | None = None) -> AnchorRecord:
     """One anchor: attack, exact distance of f, and every substitute's exact distance, with all runs.
 
     The record (see :class:`~lsub_helpers.experiments.records.AnchorRecord`) holds ``index`` (0-based test
@@ -116,7 +172,10 @@ def anchor_record(net: ReluNetwork, x0: torch.Tensor, label: int, index: int, co
     ``config.plain_attack`` a ``plain`` part with the same for the plain PGD attack, and the provenance
     (config, code commit, machine, date, versions).  f and all its substitutes run back to back in this
     call, so a load on the machine affects them alike.  ``commit`` names the code that runs (a campaign
-    reads it once when it starts; default: the working tree's commit now).
+    reads it once when it starts; default: the working tree's commit now).  ``checkpoint``: a directory
+    where each finished part (f, each substitute) is written at once and from which an interrupted run's
+    parts are taken (same configuration, same attack distance); the record's ``resumed`` names those parts
+    and their code commits, and its ``wall_s`` then counts only this call.
     """
     x0 = torch.as_tensor(x0, dtype=torch.float64).reshape(net.input_shape)
     meta = run_metadata(commit)
@@ -129,16 +188,23 @@ def anchor_record(net: ReluNetwork, x0: torch.Tensor, label: int, index: int, co
     timings = dataclasses.replace(timings, attack_s=adv.time_s)
     if not adv.success:
         return AnchorRecord(int(index), int(label), RecordStatus.NO_ADVERSARIAL, provenance=prov, timings=timings)
-    f = DistanceRecord.of(boundary_distance(net, x0, label, attack=adv, **_distance_kwargs(config)))
-    subs = _substitutes(net, x0, label, adv, config)
+    ckpt = _Checkpoint(checkpoint, index, config, meta["commit"])
+    done = ckpt.get("f", adv.distance)
+    if done is not None:
+        f = DistanceRecord.from_json(done)
+    else:
+        f = DistanceRecord.of(boundary_distance(net, x0, label, attack=adv, **_distance_kwargs(config)))
+        ckpt.put("f", adv.distance, f.to_json())
+    subs = _substitutes(net, x0, label, adv, config, ckpt)
     plain = None
     if config.plain_attack:
         p = bisection_pgd_attack(net, x0, label, domain=config.domain, seed=config.attack_seed)
-        plain = PlainAttackRecord.of(p, _substitutes(net, x0, label, p, config) if p.success else ())
+        plain = PlainAttackRecord.of(p, _substitutes(net, x0, label, p, config, ckpt, "plain:") if p.success else ())
     # the machine's load over the anchor's last minutes, beside the start's
     timings = dataclasses.replace(timings, wall_s=time.perf_counter() - t_start, load_average_end=_load_average())
     return AnchorRecord(int(index), int(label), RecordStatus.OK, provenance=prov, timings=timings,
-                        d_adv=float(adv.distance), f=f, substitutes=subs, plain=plain)
+                        d_adv=float(adv.distance), f=f, substitutes=subs, plain=plain,
+                        resumed=dict(ckpt.reused) or None)
 
 
 def run_anchor(net: ReluNetwork, x0: torch.Tensor, label: int, index: int, config: ExperimentConfig, *,
@@ -243,6 +309,7 @@ def run_jobs(jobs: Sequence[Job], *, dask_address: str | None = None, use_dask: 
 
     def write(j: int, rec: AnchorRecord) -> None:
         append_record(jobs[j].results, rec)
+        (checkpoint_dir(jobs[j].results) / f"{rec.index}.jsonl").unlink(missing_ok=True)  # the anchor is done
         bar.update(1)
 
     if tasks and (use_dask or dask_address):
@@ -260,7 +327,8 @@ def run_jobs(jobs: Sequence[Job], *, dask_address: str | None = None, use_dask: 
             for j, i in tasks:
                 job = jobs[j]
                 fut = client.submit(anchor_record, job.net, job.xs[i], int(job.ys[i]), i, job.config, commit=commit,
-                                    pure=False, key=f"anchor-{j}-{i}-{stamp}")
+                                    checkpoint=str(checkpoint_dir(job.results)), pure=False,
+                                    key=f"anchor-{j}-{i}-{stamp}")
                 futures.append(fut)
                 owner[fut.key] = j
             for fut in as_completed(futures):
@@ -272,7 +340,8 @@ def run_jobs(jobs: Sequence[Job], *, dask_address: str | None = None, use_dask: 
     else:
         for j, i in tasks:
             job = jobs[j]
-            write(j, anchor_record(job.net, job.xs[i], int(job.ys[i]), i, job.config, commit=commit))
+            write(j, anchor_record(job.net, job.xs[i], int(job.ys[i]), i, job.config, commit=commit,
+                                   checkpoint=checkpoint_dir(job.results)))
     bar.close()
 
 
@@ -294,7 +363,9 @@ def run_experiment(
     With ``use_dask`` (a ``LocalCluster`` of ``workers`` processes, one thread each; default: cores /
     threads) or ``dask_address`` (an existing scheduler), anchors run in parallel, one task each; records
     are written by this process as tasks finish, so each anchor is written once even if a worker dies and
-    its task is rerun elsewhere.  A line cut by a crash is removed before anything is appended.
+    its task is rerun elsewhere.  A line cut by a crash is removed before anything is appended.  Each
+    anchor in progress keeps its finished parts in ``checkpoint_dir(results)``, so a rerun anchor goes on after
+    its last finished part.
     """
     job = Job(net, xs, ys, tuple(int(i) for i in indices), config, Path(results))
     run_jobs([job], dask_address=dask_address, use_dask=use_dask, workers=workers, progress=progress)
