@@ -26,6 +26,7 @@ import statistics
 import time
 
 from _common import ROOT, WK17A, machine, shared_data
+from bench_hard import NETWORKS as HARD
 
 import torch
 
@@ -34,16 +35,7 @@ from lsub_helpers.attacks import AttackOptions, min_distance_attack
 from lsub_helpers.experiments import code_commit, load_anchor_data, sample_anchors
 from lsub_helpers.pruning import prune
 
-_CIFAR = "cifar10/cifar10_test_first100.npz"
-NETWORKS = {  # Table 1's networks: name -> (dataset, data path under the shared data directory)
-    "mnist-cnna-clean": ("mnist", "mnist"),
-    "mnist-cnna-adv1": ("mnist", "mnist"),
-    "mnist-cnna-adv2": ("mnist", "mnist"),
-    "cnna_cifar10_sdp_mix": ("cifar10", _CIFAR),
-    "cnna_cifar10_sdp_adv": ("cifar10", _CIFAR),
-    "cnna_cifar10_sdp_adv4": ("cifar10", _CIFAR),
-    WK17A: ("mnist", "mnist"),
-}
+NETWORKS = {**HARD, WK17A: ("mnist", "mnist")}  # Table 1's networks: name -> (dataset, data path under the shared data)
 MODELS = (("f", None, None, 0.5), ("linear0.99", "linear", 0.99, 0.97), ("activation0.99", "activation", 0.99, 0.97),
           ("linear0.9", "linear", 0.9, 0.9))
 BEFORE = {"mip_heuristic_run_rins": True, "mip_heuristic_run_rens": True}  # HiGHS's defaults
