@@ -348,7 +348,8 @@ def test_a_resumed_campaign_goes_on_with_the_networks_that_have_the_fewest_ancho
 
     calls = []
 
-    def fake(net, x0, label, index, config, *, commit=None):
+    def fake(net, x0, label, index, config, *, commit=None, checkpoint=None):
+        assert checkpoint is not None  # the runner always keeps the finished parts of the anchor in progress
         calls.append((net, index))
         return AnchorRecord(index=index, label=label, status=RecordStatus.MISCLASSIFIED)
 
