@@ -12,6 +12,7 @@ from torch import nn
 from lsub_helpers.distance import DistanceStatus
 from lsub_helpers.experiments import (SCHEMA_VERSION, AnchorRecord, DistanceRecord, ExperimentConfig, RecordStatus,
                                       SchemaError, SubstituteRecord, attack_comparison, load_records, paper_table1,
+                                      per_anchor_markdown,
                                       read_records, repair, run_anchor, run_experiment, runtime_points,
                                       sample_anchors, select_anchors, side_by_side_markdown, side_by_side_tables_markdown,
                                       table1, table1_markdown, table1_quality_markdown, table1_speed_markdown,
@@ -91,6 +92,15 @@ def test_table1_as_two_tables_that_fit_a_page():
     grouped = table1_quality_markdown({"toy": rows, "other": rows})
     assert _columns(grouped) == {9} and "| **toy** (f exact 1/3) |" in grouped and "| **other** (f exact 1/3) |" in grouped
     assert table1_tables_markdown({"none": []}).startswith("*No anchor")
+
+
+def test_per_anchor_table():
+    md = per_anchor_markdown(RECORDS)
+    assert md.splitlines() == [
+        "| anchor | d_adv | d_bnd(f) | runs of f | linear (0.9) | constant (0.9) |", "|---|---|---|---|---|---|",
+        "| 0 | 0.1200 | 0.1000 | 3 | 0.1100 | no boundary |",
+        "| 1 | 0.3000 | timeout [0.1500, 0.3000] | 1 | 0.2000 | — |",  # f's proven interval; no constant pruner
+        "| 2 | — | misclassified | — | — | — |"]
 
 
 def test_runtime_points():

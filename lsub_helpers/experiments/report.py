@@ -23,7 +23,7 @@ from .records import AnchorRecord, DistanceRecord, as_records
 __all__ = ["table1", "table1_markdown", "table1_quality_markdown", "table1_speed_markdown", "table1_tables_markdown",
            "runtime_points", "attack_comparison", "paper_table1", "side_by_side_markdown",
            "side_by_side_quality_markdown", "side_by_side_speed_markdown", "side_by_side_tables_markdown", "row_group_summary",
-           "row_group_markdown", "ROW_GROUPS"]
+           "row_group_markdown", "per_anchor_markdown", "ROW_GROUPS"]
 
 Records = Sequence["AnchorRecord | Mapping"]  # typed records or their JSON objects
 PAPER_CSV = Path(__file__).with_name("paper_table1.csv")
@@ -302,6 +302,38 @@ def table1_tables_markdown(rows: "Sequence[dict] | Mapping[str, Sequence[dict]]"
         quality = QUALITY_LEGEND + ("  The line naming a network says on how many of its anchors d_bnd(f) is exact "
                                     "(*f exact*), of all its anchors.")
     return "\n\n".join([quality, table1_quality_markdown(groups), SPEED_LEGEND, table1_speed_markdown(groups)])
+
+
+def _distance_cell(d: DistanceRecord | None, *, interval: bool = True) -> str:
+    if d is None:
+        return "error"
+    if d.exact:
+        return "no boundary" if d.value is None else f"{d.value:.4f}"
+    if not interval:
+        return d.status.value
+    upper = "∞" if d.upper is None else f"{d.upper:.4f}"
+    return f"{d.status.value} [{d.lower or 0:.4f}, {upper}]"
+
+
+def per_anchor_markdown(records: Records) -> str:
+    """One line per anchor: d_adv, d_bnd(f) (exact, or its status and proven interval) with f's number of
+    runs, and d_bnd(g) of every substitute (exact, ``no boundary``, or the status of an unfinished one), one
+    column per pruner with its gammas side by side."""
+    records = as_records(records)
+    pairs = list(dict.fromkeys((s.method, s.gamma) for r in records for s in r.substitutes))
+    methods = list(dict.fromkeys(m for m, _ in pairs))
+    gammas = {m: [g for mm, g in pairs if mm == m] for m in methods}
+    head = ["anchor", "d_adv", "d_bnd(f)", "runs of f"] + [f"{m} ({' / '.join(_g(g) for g in gammas[m])})"
+                                                           for m in methods]
+    body = []
+    for r in records:
+        if not r.ok:
+            body.append([f"{r.index}", "—", r.status.value, "—"] + ["—"] * len(methods))
+            continue
+        subs = {(s.method, s.gamma): _distance_cell(s.g, interval=False) for s in r.substitutes}
+        body.append([f"{r.index}", _g(r.d_adv, ".4f"), _distance_cell(r.f), f"{len(r.f.runs)}"] +
+                    [" / ".join(subs.get((m, g), "—") for g in gammas[m]) for m in methods])
+    return _table(head, body) if body else "*No anchor recorded yet.*"
 
 
 def _decided_points(d: DistanceRecord, rec: AnchorRecord) -> list[tuple[float, float]]:
