@@ -4,7 +4,7 @@ The book is the session's one build (``built_book`` in conftest.py), served from
 any other address is blocked, so a page that needs a CDN shows it here.  Per page: no console error, every
 image loaded, every formula typeset by MathJax, tables as ``<table>``, no traceback or error text, widgets
 rendered, solutions collapsed.  A full-page screenshot of every page goes to ``_build/screenshots/``.
-On the experiment pages no table is wider than the column it sits in, at a 1280 px wide window.
+On the experiment pages no table or printed output is wider than the column it sits in, at a 1280 px window.
 
 The browser is Debian's ``chromium`` driven by playwright (``executable_path``: playwright's own browser
 download cannot work here).  .ci/run installs chromium in CI; elsewhere, without it, the test skips.
@@ -198,8 +198,8 @@ def test_every_page_in_a_browser(built_book):
     assert len(list(SCREENSHOTS.glob("*.png"))) >= len(stems)
 
 
-# Every table of the article that a reader could not see whole: wider than the box it sits in (the theme wraps
-# tables in a horizontally scrolling box) or reaching past the article's column.
+# Every table (and printed output) of the article that a reader could not see whole: wider than the box it sits
+# in (the theme wraps tables in a horizontally scrolling box) or reaching past the article's column.
 WIDE_TABLES = r"""
 () => {
   const article = document.querySelector('article') || document.body;
@@ -212,6 +212,13 @@ WIDE_TABLES = r"""
       wide.push(`table ${i + 1} (${t.rows[0] ? t.rows[0].cells.length : 0} columns: ` +
                 `${(t.rows[0] ? t.rows[0].innerText : '').replace(/\s+/g, ' ').slice(0, 60)}...) is ` +
                 `${t.scrollWidth} px wide in a box of ${box.clientWidth} px`);
+  });
+  // printed text (a stream output) does not wrap: a line wider than the column is cut off the same way
+  article.querySelectorAll('.cell_output pre').forEach((p, i) => {
+    const box = p.closest('.cell_output');
+    if (p.scrollWidth > box.clientWidth + 1)
+      wide.push(`printed output ${i + 1} ("${p.innerText.split('\n')[0].slice(0, 60)}...") is ` +
+                `${p.scrollWidth} px wide in a box of ${box.clientWidth} px`);
   });
   return {wide, tables: article.querySelectorAll('table').length};
 }
@@ -236,7 +243,8 @@ def wide_tables(context, base: str, stems: list[str]) -> tuple[dict[str, list[st
 
 @pytest.mark.book
 def test_experiment_tables_fit_the_page(built_book):
-    """At 1280 px a reader sees every column of the Table 1 pages without scrolling sideways."""
+    """At 1280 px a reader sees every column of the Table 1 pages, and every printed line, without scrolling
+    sideways."""
     executable = browser_or_skip()
     assert (built_book.html / "index.html").exists(), "the book did not build:\n" + built_book.log[-3000:]
     runs = sorted(str(p.relative_to(built_book.html).with_suffix(""))
@@ -245,7 +253,7 @@ def test_experiment_tables_fit_the_page(built_book):
         wide, counts = wide_tables(context, base, TABLE_PAGES + [s for s in runs if s not in TABLE_PAGES])
     assert all(counts[stem] >= 2 for stem in TABLE_PAGES), counts  # the tables are there to measure
     lines = [f"{stem}: {msg}" for stem, msgs in wide.items() for msg in msgs]
-    assert not lines, f"{len(lines)} tables wider than the page:\n" + "\n".join(lines)
+    assert not lines, f"{len(lines)} tables or outputs wider than the page:\n" + "\n".join(lines)
 
 
 def test_without_chromium_the_test_skips_and_says_why(monkeypatch):
