@@ -13,8 +13,11 @@ from torch import nn
 from lsub_helpers.distance import DistanceStatus
 from lsub_helpers.experiments import (SCHEMA_VERSION, AnchorRecord, DistanceRecord, ExperimentConfig, RecordStatus,
                                       SchemaError, SubstituteRecord, attack_comparison, load_records, paper_table1,
+                                      per_anchor_markdown,
                                       read_records, repair, run_anchor, run_experiment, runtime_points,
-                                      sample_anchors, select_anchors, side_by_side_markdown, table1, table1_markdown)
+                                      sample_anchors, select_anchors, side_by_side_markdown, side_by_side_tables_markdown,
+                                      table1, table1_markdown, table1_quality_markdown, table1_speed_markdown,
+                                      table1_tables_markdown)
 from lsub_helpers.milp import VerificationStatus
 from lsub_helpers.network import ReluNetwork
 
@@ -70,6 +73,37 @@ def test_table1_by_hand():
     assert md.count("\n") == 3 and "| toy | linear | 0.9 | 1 / 3 | 0.1 ± 0, 0.1 (n=1) | 0.2 ± 0, 0.2 |" in md
 
 
+def _columns(md: str) -> set[int]:
+    return {line.count("|") - 1 for line in md.splitlines() if line.startswith("|")}
+
+
+def test_table1_as_two_tables_that_fit_a_page():
+    """Quality and cost, each with at most 9 short columns (a book page holds about 9 at 1280 px), and every
+    number of table1_markdown still shown."""
+    rows = table1(RECORDS)
+    quality, speed = table1_quality_markdown(rows), table1_speed_markdown(rows)
+    assert _columns(quality) == {9} and _columns(speed) == {8}
+    assert "| linear | 0.9 | 1 | 0.1 ± 0 | 0.1 | 0.2 ± 0 | 0.2 | 0 | 1/1, 50% |" in quality
+    assert "| constant | 0.9 | 0 | — | — | — | — | 1 | — |" in quality  # collapsed: no boundary left
+    # prune/run 0.2 ± 0; g's runs 0.75 ± 0.25 over 2; f's 31.5 ± 28.5 over 4; ratio 22/0.75; estimate 6.3 s, exact 16.5 s
+    assert "| linear | 0.9 | 0.2 ± 0 | 0.75 ± 0.25 (2) | 31.5 ± 29 (4) | 29.3 | 6.3 | 16.5 |" in speed
+    both = table1_tables_markdown(rows)
+    assert quality in both and speed in both and "d_bnd(f) is exact on 1 of 3 anchors" in both
+    # several networks: one table, each network's rows under a line that names it and its exact anchors
+    grouped = table1_quality_markdown({"toy": rows, "other": rows})
+    assert _columns(grouped) == {9} and "| **toy** (f exact 1/3) |" in grouped and "| **other** (f exact 1/3) |" in grouped
+    assert table1_tables_markdown({"none": []}).startswith("*No anchor")
+
+
+def test_per_anchor_table():
+    md = per_anchor_markdown(RECORDS)
+    assert md.splitlines() == [
+        "| anchor | d_adv | d_bnd(f) | runs of f | linear (0.9) | constant (0.9) |", "|---|---|---|---|---|---|",
+        "| 0 | 0.1200 | 0.1000 | 3 | 0.1100 | no boundary |",
+        "| 1 | 0.3000 | timeout [0.1500, 0.3000] | 1 | 0.2000 | — |",  # f's proven interval; no constant pruner
+        "| 2 | — | misclassified | — | — | — |"]
+
+
 def test_runtime_points():
     pts = runtime_points(RECORDS, gamma=0.9)
     assert sorted(pts["original"]) == [(2.0, 0.05), (4.0, 0.075)]  # timeouts are not points
@@ -89,6 +123,11 @@ def test_paper_table_and_side_by_side():
     assert len(lines) == 2 + 36
     assert "| mnist | clean | linear | 0.9 | 0 ± 0 | 0.1 ± 0 (n=1) | 0.2 ± 0 |" in md
     assert sum("not run" in line for line in lines) == 36 - 2  # only linear 0.9 and constant 0.9 were run
+    two = side_by_side_tables_markdown({("mnist", "clean"): table1(RECORDS)})
+    assert _columns(two) == {6}
+    assert "| **mnist clean** (f exact 1/3) |" in two and "| **cifar10 adv2** (not run) |" in two
+    assert "| linear | 0.9 | 0 ± 0 | 0.1 ± 0 | 1 | 0.2 ± 0 |" in two  # paper, ours (n), the attack alone
+    assert "| linear | 0.9 | 31.6 | 0.75 | 33.3 | 31.5 |" in two  # one run of g, of f: the paper's, ours
 
 
 def test_attack_comparison_reads_both_attacks():

@@ -20,8 +20,10 @@ import numpy as np
 
 from .records import AnchorRecord, DistanceRecord, as_records
 
-__all__ = ["table1", "table1_markdown", "runtime_points", "attack_comparison", "paper_table1",
-           "side_by_side_markdown", "row_group_summary", "ROW_GROUPS"]
+__all__ = ["table1", "table1_markdown", "table1_quality_markdown", "table1_speed_markdown", "table1_tables_markdown",
+           "runtime_points", "attack_comparison", "paper_table1", "side_by_side_markdown",
+           "side_by_side_quality_markdown", "side_by_side_speed_markdown", "side_by_side_tables_markdown", "row_group_summary",
+           "row_group_markdown", "per_anchor_markdown", "ROW_GROUPS"]
 
 Records = Sequence["AnchorRecord | Mapping"]  # typed records or their JSON objects
 PAPER_CSV = Path(__file__).with_name("paper_table1.csv")
@@ -186,6 +188,154 @@ def table1_markdown(rows: Sequence[dict], *, network: str | None = None) -> str:
     return "\n".join(lines)
 
 
+# Tables that fit a book page (about 690 px at a 1280 px window): at most ~9 short columns, short headers
+# explained by a legend sentence, and Table 1 split by theme into the quality of the estimate and its cost.
+
+def _table(head: Sequence[str], body: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines)
+
+
+def _num(v: float | None, digits: int = 3) -> str:
+    """``v`` with ``digits`` significant digits, whole numbers from 10**digits on (never 1.5e+02)."""
+    if v is None or v != v:
+        return "—"
+    return f"{v:.0f}" if abs(v) >= 10 ** digits else format(v, f".{digits}g")
+
+
+def _pmc(mean: float, std: float) -> str:
+    """mean ± std, compact: three significant digits for the mean, two for the std."""
+    return "—" if mean != mean else f"{_num(mean)} ± {_num(std, 2)}"
+
+
+def _pm_n(mean: float, std: float, n: int) -> str:
+    return "—" if not n else f"{_pmc(mean, std)} ({n})"
+
+
+def _label(dataset: str, training: str) -> str:
+    return f"{dataset} {training}"
+
+
+QUALITY_LEGEND = ("**Quality of the estimate.**  *rel. diff*: |d̂_bnd − d_bnd| / d_bnd over the *n* anchors "
+                  "where both distances are exact, mean ± std and median; *attack*: the same for the attack distance d_adv on those anchors, "
+                  "the baseline a substitute must beat; *no bnd.*: substitutes with no boundary left at all; "
+                  "*f open*: where f did not finish, anchors whose exact d_bnd(g) lies inside f's proven "
+                  "interval, and that interval's median width relative to its upper end.")
+SPEED_LEGEND = ("**Cost of the estimate** (seconds).  *prune/run*: pruning time per optimisation run of g; "
+                "*run g* / *run f*: mean ± std time of one optimisation run of g / of f (number of runs in "
+                "brackets; runs of g count where their ε lies in the range f's runs explored, time-limited runs "
+                "count at the time they took); *ratio*: median over anchors of f's mean run time over g's; "
+                "*estimate* / *exact*: median per anchor of the whole estimate (attack, pruning and every run of "
+                "g) and of the whole exact computation of f (attack and every run of f).")
+
+
+def _quality_cells(r: dict) -> list[str]:
+    n = r["rel_n"]
+    return [r["method"], _g(r["gamma"]), f"{n}",
+            _pmc(r["rel_diff"], r["rel_diff_std"]) if n else "—", _num(r["rel_diff_median"]) if n else "—",
+            _pmc(r["attack_rel"], r["attack_rel_std"]) if n else "—", _num(r["attack_rel_median"]) if n else "—",
+            f"{r['collapsed']}",
+            f"{r['inside']}/{r['n_open']}, {_g(r['open_width'], '.0%')}" if r["n_open"] else "—"]
+
+
+def _speed_cells(r: dict) -> list[str]:
+    return [r["method"], _g(r["gamma"]), _pmc(r["prune_per_run"], r["prune_per_run_std"]),
+            _pm_n(r["run_with"], r["run_with_std"], r["runs_with"]),
+            _pm_n(r["run_without"], r["run_without_std"], r["runs_without"]), _num(r["ratio_median"]),
+            _num(r["estimate_s_median"]), _num(r["exact_s_median"])]
+
+
+_QUALITY_HEAD = ["pruner", "γ", "n", "rel. diff", "median", "attack", "median", "no bnd.", "f open"]
+_SPEED_HEAD = ["pruner", "γ", "prune/run", "run g (n)", "run f (n)", "ratio", "estimate", "exact"]
+
+
+def _f_exact(rows: Sequence[dict]) -> str:
+    return f"f exact {rows[0]['n_exact']}/{rows[0]['anchors']}" if rows else "no records"
+
+
+def _grouped(groups: "Mapping[str | None, Sequence[dict]]", head: list[str], cells, *, f_exact: bool) -> str:
+    """One table; with named groups, each group's rows under a row that names it (a column of names would not
+    fit): ``**name**``, and with ``f_exact`` how many of its anchors have an exact d_bnd(f)."""
+    body = []
+    for name, rows in groups.items():
+        if name is not None:
+            label = f"**{name}**" + (f" ({_f_exact(rows)})" if f_exact else "")
+            body.append([label] + [""] * (len(head) - 1))
+        body += [cells(r) for r in rows]
+    return _table(head, body)
+
+
+def _as_groups(rows: "Sequence[dict] | Mapping[str, Sequence[dict]]", network: str | None):
+    return dict(rows) if isinstance(rows, Mapping) else {network: rows}
+
+
+def table1_quality_markdown(rows: "Sequence[dict] | Mapping[str, Sequence[dict]]", *,
+                            network: str | None = None) -> str:
+    """The quality half of ``table1``: rel. diff and the attack alone (mean ± std, median) over the ``n``
+    anchors where both distances are exact, collapsed substitutes and, where f did not finish, estimates inside
+    f's interval (:data:`QUALITY_LEGEND` says what each short header means).  ``rows``: one network's
+    ``table1`` rows, or ``{network: rows}`` for several networks (each group under a row naming it and its
+    anchors with an exact d_bnd(f); so does ``network`` for one)."""
+    return _grouped(_as_groups(rows, network), _QUALITY_HEAD, _quality_cells, f_exact=True)
+
+
+def table1_speed_markdown(rows: "Sequence[dict] | Mapping[str, Sequence[dict]]", *,
+                          network: str | None = None) -> str:
+    """The cost half of ``table1``: pruning per run, one run of g and of f, their median ratio and the whole
+    estimate against the whole exact computation per anchor (:data:`SPEED_LEGEND`).  ``rows`` as in
+    :func:`table1_quality_markdown`."""
+    return _grouped(_as_groups(rows, network), _SPEED_HEAD, _speed_cells, f_exact=False)
+
+
+def table1_tables_markdown(rows: "Sequence[dict] | Mapping[str, Sequence[dict]]", *,
+                           network: str | None = None) -> str:
+    """All the columns of :func:`table1_markdown` as two tables that fit a book page, each under its legend:
+    quality (:func:`table1_quality_markdown`), then cost (:func:`table1_speed_markdown`)."""
+    groups = {k: v for k, v in _as_groups(rows, network).items() if v}
+    if not groups:
+        return "*No anchor with an adversarial point recorded yet.*"
+    if list(groups) == [None]:
+        quality = QUALITY_LEGEND + (f"  d_bnd(f) is exact on {groups[None][0]['n_exact']} of "
+                                    f"{groups[None][0]['anchors']} anchors.")
+    else:
+        quality = QUALITY_LEGEND + ("  The line naming a network says on how many of its anchors d_bnd(f) is exact "
+                                    "(*f exact*), of all its anchors.")
+    return "\n\n".join([quality, table1_quality_markdown(groups), SPEED_LEGEND, table1_speed_markdown(groups)])
+
+
+def _distance_cell(d: DistanceRecord | None, *, interval: bool = True) -> str:
+    if d is None:
+        return "error"
+    if d.exact:
+        return "no boundary" if d.value is None else f"{d.value:.4f}"
+    if not interval:
+        return d.status.value
+    upper = "∞" if d.upper is None else f"{d.upper:.4f}"
+    return f"{d.status.value} [{d.lower or 0:.4f}, {upper}]"
+
+
+def per_anchor_markdown(records: Records) -> str:
+    """One line per anchor: d_adv, d_bnd(f) (exact, or its status and proven interval) with f's number of
+    runs, and d_bnd(g) of every substitute (exact, ``no boundary``, or the status of an unfinished one), one
+    column per pruner with its gammas side by side."""
+    records = as_records(records)
+    pairs = list(dict.fromkeys((s.method, s.gamma) for r in records for s in r.substitutes))
+    methods = list(dict.fromkeys(m for m, _ in pairs))
+    gammas = {m: [g for mm, g in pairs if mm == m] for m in methods}
+    head = ["anchor", "d_adv", "d_bnd(f)", "runs of f"] + [f"{m} ({' / '.join(_g(g) for g in gammas[m])})"
+                                                           for m in methods]
+    body = []
+    for r in records:
+        if not r.ok:
+            body.append([f"{r.index}", "—", r.status.value, "—"] + ["—"] * len(methods))
+            continue
+        subs = {(s.method, s.gamma): _distance_cell(s.g, interval=False) for s in r.substitutes}
+        body.append([f"{r.index}", _g(r.d_adv, ".4f"), _distance_cell(r.f), f"{len(r.f.runs)}"] +
+                    [" / ".join(subs.get((m, g), "—") for g in gammas[m]) for m in methods])
+    return _table(head, body) if body else "*No anchor recorded yet.*"
+
+
 def _decided_points(d: DistanceRecord, rec: AnchorRecord) -> list[tuple[float, float]]:
     return [(r.time_s, r.eps) for r in _runs_of(d, rec) if r.decided]
 
@@ -251,6 +401,86 @@ def side_by_side_markdown(ours: dict[tuple[str, str], list[dict]]) -> str:
         lines.append("| " + " | ".join([p["dataset"], p["training"], p["pruner"], _g(p["gamma"]), paper_rel,
                                          *mine[:2], paper_run, *mine[2:]]) + " |")
     return "\n".join(lines)
+
+
+def _paper_and_ours(ours: dict[tuple[str, str], list[dict]]):
+    for p in paper_table1():
+        rows = ours.get((p["dataset"], p["training"]), [])
+        yield p, next((r for r in rows if r["method"] == p["pruner"] and abs(r["gamma"] - p["gamma"]) < 1e-9), None)
+
+
+SIDE_BY_SIDE_QUALITY_LEGEND = (
+    "**Quality, the paper's and ours.**  *rel. diff*: mean ± std of |d̂_bnd − d_bnd| / d_bnd, ours over the *n* "
+    "anchors where both distances are exact; *attack*: the same for our attack distance d_adv on those anchors, "
+    "the baseline a substitute must beat.  The line naming a row group says on how many of our anchors d_bnd(f) "
+    "is exact (*f exact 0/n*: f never finished, so there is no relative difference) or that the group was "
+    "*not run* yet.")
+SIDE_BY_SIDE_SPEED_LEGEND = (
+    "**Time of one optimisation run (s), the paper's and ours.**  *run g* / *run f*: mean time of one run of "
+    "the substitute g / of the network f (ours count runs that hit the time limit at the time they took; the "
+    "paper's count only finished runs; where the campaign ran branch and bound in front of the MILP, a run is "
+    "one bisection step, an eps-verification with all its targets).")
+
+
+def _by_row_group(ours: dict[tuple[str, str], list[dict]], head: list[str], cells, note) -> str:
+    """The paper's rows, each row group under a line naming it (``note(our rows)`` beside the name)."""
+    body, group = [], None
+    for p, o in _paper_and_ours(ours):
+        if (p["dataset"], p["training"]) != group:
+            group = (p["dataset"], p["training"])
+            label = f"**{_label(*group)}**" + note(ours.get(group, []))
+            body.append([label] + [""] * (len(head) - 1))
+        body.append(cells(p, o))
+    return _table(head, body)
+
+
+def side_by_side_quality_markdown(ours: dict[tuple[str, str], list[dict]]) -> str:
+    """The paper's 36 rows with our relative difference and the attack alone beside the paper's relative
+    difference, each row group under a line with its anchors whose d_bnd(f) is exact (``ours`` as in
+    :func:`side_by_side_markdown`)."""
+    def cells(p, o):
+        paper = _pmc(p["rel_diff"], p["rel_diff_std"]) if p["rel_diff_std"] == p["rel_diff_std"] else _num(p["rel_diff"])
+        mine = (["—", "—", "—"] if o is None else
+                [_pmc(o["rel_diff"], o["rel_diff_std"]) if o["rel_n"] else "—", f"{o['rel_n']}",
+                 _pmc(o["attack_rel"], o["attack_rel_std"]) if o["rel_n"] else "—"])
+        return [p["pruner"], _g(p["gamma"]), paper, *mine]
+
+    return _by_row_group(ours, ["pruner", "γ", "paper: rel. diff", "ours: rel. diff", "n", "ours: attack"], cells,
+                         lambda rows: f" ({_f_exact(rows)})" if rows else " (not run)")
+
+
+def side_by_side_speed_markdown(ours: dict[tuple[str, str], list[dict]]) -> str:
+    """The paper's 36 rows with the mean time of one run of g and of f, the paper's beside ours."""
+    def cells(p, o):
+        mine = ["—", "—"] if o is None else [_num(o["run_with"]), _num(o["run_without"])]
+        return [p["pruner"], _g(p["gamma"]), _num(p["run_with"]), mine[0], _num(p["run_without"]), mine[1]]
+
+    return _by_row_group(ours, ["pruner", "γ", "paper: run g", "ours: run g", "paper: run f", "ours: run f"], cells,
+                         lambda rows: "" if rows else " (not run)")
+
+
+def side_by_side_tables_markdown(ours: dict[tuple[str, str], list[dict]]) -> str:
+    """:func:`side_by_side_markdown`'s columns as two tables that fit a book page, each under its legend."""
+    return "\n\n".join([SIDE_BY_SIDE_QUALITY_LEGEND, side_by_side_quality_markdown(ours),
+                          SIDE_BY_SIDE_SPEED_LEGEND, side_by_side_speed_markdown(ours)])
+
+
+def row_group_markdown(records: "Mapping[str, Records]") -> str:
+    """One line per row group of :data:`ROW_GROUPS` (``records[stem]``: its records): anchors, how many have an
+    adversarial point and an exact d_bnd(f), the median d_adv and the median time of the exact D(f); its
+    networks in a sentence under the table (their names are too long for a column)."""
+    body, names = [], []
+    for stem, dataset, training, network, in_paper in ROW_GROUPS:
+        s = row_group_summary(records.get(stem, []))
+        label = _label(dataset, training) + ("" if in_paper else " (not in the paper)")
+        body.append([label, f"{s['anchors']}", f"{s['ok']}", f"{s['f_exact']}", _g(s["d_adv_median"], ".4f"),
+                     _g(s["f_time_median"])])
+        names.append(f"{label}: `{network}`")
+    head = ["row group", "anchors", "with adv. point", "f exact", "median d_adv", "median D(f) (s)"]
+    legend = ("*with adv. point*: anchors where the attack found an adversarial point; *f exact*: anchors whose "
+              "d_bnd(f) is exact; *median D(f)*: median time per anchor of the whole exact computation of f "
+              "(attack and every run, time-limited ones included).  Networks: " + "; ".join(names) + ".")
+    return _table(head, body) + "\n\n" + legend
 
 
 def row_group_summary(records: Records) -> dict:
