@@ -280,6 +280,7 @@ def boundary_distance(
     time_limit: float | None = 60.0,
     total_time_limit: float | None = None,
     tol: float = 1e-5,
+    open_tol: float = 0.0,
     bounds="crown",
     tighten_lp: float = 0.0,
     domain=(0.0, 1.0),
@@ -304,7 +305,9 @@ def boundary_distance(
     distance so far, solved to HiGHS's ``mip_rel_gap``.  ``method="bisection"``: the paper's procedure,
     binary search over eps with :func:`verify` (verdict-only, bounds recomputed per eps) until the
     interval is narrower than ``tol``; a radius it cannot decide in time leaves the result open (TIMEOUT),
-    and the search goes on below it, raising the proven lower bound.  ``time_limit`` is per optimisation run,
+    and the search goes on below it, raising the proven lower bound: until the lowest such radius r is within
+    ``max(tol, open_tol * r)`` of it (``open_tol`` > 0 stops refining a bound that can no longer close, since
+    only a counterexample below r could close the interval).  ``time_limit`` is per optimisation run,
     ``total_time_limit`` for the call (every LP and MILP draws on it).  ``bab`` > 0 (bisection): each eps gets
     an attack and branch and bound before its MILPs (see :func:`verify`), all within ``time_limit``.
     """
@@ -312,6 +315,8 @@ def boundary_distance(
         method = DistanceMethod(method)
     except ValueError:
         raise ValueError(f"method must be 'direct' or 'bisection', got {method!r}") from None
+    if not 0.0 <= open_tol < 1.0:
+        raise ValueError(f"open_tol must lie in [0, 1), got {open_tol!r}")
     budget = Budget(total_time_limit)
     label = net.check_label(label)
     x0f = _flat(x0, net)
@@ -321,6 +326,7 @@ def boundary_distance(
                         exact_abs_tol=exact_abs_tol, bab=bab)
     bopts = BoundOptions(bounds=bounds, tighten_lp=tighten_lp, screen=ScreenMethod(screen), domain=domain)
     tolerance = dict(mip_rel_gap=mip_rel_gap if direct else None, bisection_tol=None if direct else tol,
+                     open_tol=None if direct else open_tol,
                      margin_tol=margin_tol if direct else None, exact_abs_tol=exact_abs_tol if direct else None)
     bname = bounds.value if isinstance(bounds, BoundsMethod) else str(bounds)
     with torch.no_grad():
@@ -332,7 +338,7 @@ def boundary_distance(
     if direct:
         out = _direct(net, x0f, label, adv, budget, opts, bopts)
     else:
-        out = _bisection(net, x0f, label, adv, budget, float(tol), opts, bopts)
+        out = _bisection(net, x0f, label, adv, budget, float(tol), float(open_tol), opts, bopts)
     value = out.upper if out.status is DistanceStatus.EXACT else None
     return DistanceResult(out.status, value, out.lower, out.upper, _as_input(out.x, net), out.target, adv.distance,
                           method.value, out.runs, tolerance, bname, out.unstable, budget.elapsed(), adv.time_s,
@@ -396,8 +402,8 @@ def _direct(net, x0f, label, adv: _AttackPoint, budget: Budget, opts: SolveOptio
     return _Outcome(status, lower, upper, x_best, t_best, tuple(runs), milp.unstable_counts(mats, b), bounds_time)
 
 
-def _bisection(net, x0f, label, adv: _AttackPoint, budget: Budget, tol: float, opts: SolveOptions,
-               bopts: BoundOptions) -> _Outcome:
+def _bisection(net, x0f, label, adv: _AttackPoint, budget: Budget, tol: float, open_tol: float,
+               opts: SolveOptions, bopts: BoundOptions) -> _Outcome:
     radius = adv.distance if adv.distance is not None else _domain_radius(x0f, bopts.domain)
     lo, hi = 0.0, radius
     x_best, t_best = adv.x, adv.target
@@ -436,7 +442,7 @@ def _bisection(net, x0f, label, adv: _AttackPoint, budget: Budget, tol: float, o
     # ``hi`` is, from a checked point), so that the rest of the budget still raises the proven lower bound
     ceiling = hi
     open_status = None  # why a radius stayed undecided, if one did
-    while ceiling - lo > tol:
+    while ceiling - lo > (tol if ceiling >= hi else max(tol, open_tol * ceiling)):
         if budget.left() <= 0:
             open_status = open_status or DistanceStatus.TIMEOUT
             break

@@ -111,7 +111,8 @@ def compute(runs: list[dict], args) -> None:
         else:
             indices = sample_anchors(f, xs, ys, p["n_anchors"], seed=p.get("seed", 0))
         config = ExperimentConfig(time_limit=p.get("time_limit", 60.0), total_time_limit=p.get("total_time_limit", 600.0),
-                                  tol=p.get("tol", 1e-4), plain_attack=bool(p.get("plain_attack", False)),
+                                  tol=p.get("tol", 1e-4), open_tol=p.get("open_tol", 0.01),
+                                  plain_attack=bool(p.get("plain_attack", False)),
                                   bab=float(p.get("bab", 0.0)))
         print(f"{run['name']}: anchors {indices}", flush=True)
         jobs.append(Job(f, xs, ys, tuple(indices), config, Path(p["results"])))

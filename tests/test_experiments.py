@@ -12,6 +12,7 @@ from torch import nn
 
 from lsub_helpers.distance import DistanceStatus
 from lsub_helpers.experiments import (SCHEMA_VERSION, AnchorRecord, DistanceRecord, ExperimentConfig, RecordStatus,
+                                      records_summary_markdown,
                                       SchemaError, SubstituteRecord, attack_comparison, load_records, paper_table1,
                                       per_anchor_markdown,
                                       read_records, repair, run_anchor, run_experiment, runtime_points,
@@ -401,3 +402,43 @@ def test_a_resumed_campaign_goes_on_with_the_networks_that_have_the_fewest_ancho
     run_jobs(jobs, progress=False)
     assert calls == [("B", 3), ("B", 4), ("A", 2), ("B", 5)]
     assert [r["index"] for r in load_records(a)] == [0, 1, 2] and [r["index"] for r in load_records(b)] == [3, 4, 5]
+
+
+def test_every_distance_of_an_anchor_gets_the_configured_bisection_tolerances(monkeypatch):
+    import lsub_helpers.experiments.runner as runner
+    from lsub_helpers.distance import boundary_distance
+
+    seen = []
+
+    def spy(*args, **kw):
+        seen.append({k: kw.get(k) for k in ("method", "tol", "open_tol", "bab")})
+        return boundary_distance(*args, **kw)
+
+    monkeypatch.setattr(runner, "boundary_distance", spy)
+    net = _tiny()
+    x0 = torch.tensor([0.3, 0.6], dtype=torch.float64)
+    config = ExperimentConfig(methods=("linear",), gammas=(0.5,), gamma0=0.2, time_limit=20, total_time_limit=60,
+                              tol=1e-4, open_tol=0.03)
+    rec = run_anchor(net, x0, int(net.predict(x0[None])[0]), 0, config)
+    assert rec["config"]["open_tol"] == 0.03
+    assert seen == [dict(method="bisection", tol=1e-4, open_tol=0.03, bab=None)] * 2  # f, then g
+
+
+def test_records_summary_counts_in_words_and_names_settings_that_differ():
+    def rec(index, f_status, config, commit):
+        return {"index": index, "label": 0, "status": "ok", "d_adv": 0.1, "attack_s": 1.0, "schema": 2,
+                "commit": commit, "machine": {"cpus": 2, "processor": "x86_64"}, "date": f"2026-12-0{index}",
+                "versions": {}, "config": config, "substitutes": [], "wall_s": 3.0,
+                "f": {"status": f_status, "value": 0.1 if f_status == "exact" else None, "lower": 0.05,
+                      "upper": 0.1, "time_s": 2.0, "attack_s": 0.0, "runs": [], "steps": []}}
+
+    one = records_summary_markdown([rec(1, "exact", {"tol": 1e-5}, "a" * 40)], 20)
+    assert one.startswith("1 anchor recorded (20 asked for); 1 with an adversarial point; "
+                          "d_bnd(f) exact within the limits on 1.")
+    assert "commit `aaaaaaaaaaaa`" in one and "different settings" not in one
+    mixed = records_summary_markdown([rec(1, "exact", {"tol": 1e-5}, "a" * 40),
+                                      rec(2, "timeout", {"tol": 1e-5, "bab": 30.0}, "b" * 40),
+                                      rec(3, "timeout", {"tol": 1e-5, "bab": 30.0}, "b" * 40)])
+    assert mixed.startswith("3 anchors recorded; 3 with an adversarial point; d_bnd(f) exact within the limits on 1.")
+    assert "commits `aaaaaaaaaaaa`, `bbbbbbbbbbbb`" in mixed and "last record 2026-12-03" in mixed
+    assert "`bab` absent (older code) on 1 anchor, 30.0 on 2 anchors" in mixed and "`tol`" not in mixed

@@ -494,3 +494,28 @@ def test_bisection_keeps_raising_its_lower_bound_below_an_undecided_radius():
     assert 0.0 < r.lower <= exact.lower + 1e-12 and r.upper >= exact.upper - 1e-12
     for i, s in enumerate(r.steps[first_open + 1:], first_open + 1):
         assert s.eps < min(t.eps for t in r.steps[:i] if t.status is VerificationStatus.TIMEOUT)
+
+
+def test_bisection_stops_refining_below_an_undecided_radius_at_open_tol():
+    net = _net((3, 10, 10, 3), 5, scale=2.0)
+    x0 = torch.full((3,), 0.5, dtype=torch.float64)
+    label = int(net.forward(x0[None])[0].argmax())
+    kw = dict(method="bisection", tol=1e-4, time_limit=0.0, total_time_limit=60)
+    full = boundary_distance(net, x0, label, **kw)  # open_tol=0: refines down to tol, as before
+    short = boundary_distance(net, x0, label, open_tol=0.05, **kw)
+    assert short.tolerance["open_tol"] == 0.05 and full.tolerance["open_tol"] == 0.0
+
+    def gap(r, n):  # the lowest undecided radius among the first n steps, minus the proven lower bound there
+        lows = [s.eps for s in r.steps[:n] if s.status is VerificationStatus.ROBUST]
+        return min(s.eps for s in r.steps[:n] if s.status is VerificationStatus.TIMEOUT) - max(lows, default=0.0)
+
+    n = len(short.steps)
+    # the same radii with the same verdicts (the bounds decide alone, deterministically), cut where the gap
+    # below the lowest undecided radius r first falls to open_tol * r
+    assert [(s.eps, s.status) for s in short.steps] == [(s.eps, s.status) for s in full.steps[:n]]
+    assert n < len(full.steps)
+    ceiling = min(s.eps for s in short.steps if s.status is VerificationStatus.TIMEOUT)
+    assert gap(short, n) <= 0.05 * ceiling < gap(short, n - 1)
+    assert short.status is DistanceStatus.TIMEOUT and short.lower <= full.lower and short.upper == full.upper
+    with pytest.raises(ValueError, match="open_tol"):
+        boundary_distance(net, x0, label, method="bisection", open_tol=1.5)

@@ -23,7 +23,7 @@ from .records import AnchorRecord, DistanceRecord, as_records
 __all__ = ["table1", "table1_markdown", "table1_quality_markdown", "table1_speed_markdown", "table1_tables_markdown",
            "runtime_points", "attack_comparison", "paper_table1", "side_by_side_markdown",
            "side_by_side_quality_markdown", "side_by_side_speed_markdown", "side_by_side_tables_markdown", "row_group_summary",
-           "row_group_markdown", "per_anchor_markdown", "ROW_GROUPS"]
+           "row_group_markdown", "per_anchor_markdown", "records_summary_markdown", "ROW_GROUPS"]
 
 Records = Sequence["AnchorRecord | Mapping"]  # typed records or their JSON objects
 PAPER_CSV = Path(__file__).with_name("paper_table1.csv")
@@ -491,3 +491,38 @@ def row_group_summary(records: Records) -> dict:
     return dict(anchors=len(records), ok=len(recs), f_exact=len(exact),
                 d_adv_median=_stats(r.d_adv for r in recs)["median"],
                 f_time_median=_stats(_attack_s(r) + r.f.time_s for r in recs)["median"])
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def records_summary_markdown(records: Records, n_asked: int | None = None) -> str:
+    """What a results file holds, in sentences: anchors recorded (and asked for), with an adversarial point,
+    with an exact d_bnd(f); the code commits, machine and last date; and, when the records were computed
+    with different configurations, which settings differ and how many anchors had each value (a row mixes
+    them only where the reader is told)."""
+    records = as_records(records)
+    ok = _ok(records)
+    asked = "" if n_asked is None else f" ({n_asked} asked for)"
+    out = (f"{_count(len(records), 'anchor')} recorded{asked}; {len(ok)} with an adversarial point; "
+           f"d_bnd(f) exact within the limits on {len(ok) and sum(r.f.exact for r in ok)}.")
+    prov = [r.provenance for r in records if r.provenance is not None and r.provenance.config]
+    if not prov:
+        return out
+    commits = list(dict.fromkeys((p.commit or "unknown")[:12] for p in prov))
+    last = prov[-1]
+    out += (f"  Computed by {'commit' if len(commits) == 1 else 'commits'} "
+            f"{', '.join(f'`{c}`' for c in commits)} on a {(last.machine or {}).get('cpus', '?')}-core "
+            f"{(last.machine or {}).get('processor', '?')} machine; last record {last.date}.")
+    keys = sorted({k for p in prov for k in p.config})
+    differ = []
+    for k in keys:
+        values = [repr(p.config[k]) if k in p.config else "absent (older code)" for p in prov]
+        if len(set(values)) > 1:
+            tally = ", ".join(f"{v} on {_count(values.count(v), 'anchor')}" for v in dict.fromkeys(values))
+            differ.append(f"`{k}` {tally}")
+    if differ:
+        out += ("  The records were computed with different settings (each record keeps its own `config`): "
+                + "; ".join(differ) + ".")
+    return out

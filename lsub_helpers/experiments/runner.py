@@ -46,6 +46,9 @@ class ExperimentConfig:
     time_limit: float = 60.0  # per optimisation run, as in the paper's Figure 3
     total_time_limit: float | None = 600.0  # per distance computation
     tol: float = 1e-4  # bisection: absolute width of the final interval
+    # bisection: below a radius that timed out, refine the proven lower bound only to within this share of
+    # that radius (the interval can then close only through a counterexample; see boundary_distance)
+    open_tol: float = 0.01
     domain: tuple[float, float] = (0.0, 1.0)
     threads: int = 1
     attack_seed: int = 0
@@ -72,7 +75,7 @@ def _distance_kwargs(config: ExperimentConfig) -> dict:
     kw = dict(method=config.distance_method, time_limit=config.time_limit, total_time_limit=config.total_time_limit,
               domain=config.domain, threads=config.threads)
     if config.distance_method == "bisection":
-        kw["tol"] = config.tol
+        kw.update(tol=config.tol, open_tol=config.open_tol)
         if config.bab > 0:  # branch and bound rules out targets faster than the screening LPs
             kw.update(bab=config.bab, screen="interval")
     return kw
