@@ -62,8 +62,11 @@ SETS = {
     # Supplementary, not the paper's protocol: anchors near the boundary (the attack breaks them within a
     # radius and CROWN cannot certify them there), the first such test points in order
     "supplementary": [
+        # with the paper's plain PGD too: on these anchors d_bnd(f) is exact, so both attacks and the substitutes
+        # built from them can be measured against it (on the random anchors f has not finished yet)
         dict(name="mnist-wk17a-supplementary", network="cnna_mnist_wk17a_lp_eps0.1_mipverify", dataset="mnist",
-             data="mnist", n_anchors=20, tol=1e-5, not_certified_at=0.1, max_d_adv=0.1,
+             data="mnist", n_anchors=20, tol=1e-5, not_certified_at=0.1, max_d_adv=0.1, plain_attack=True,
+             time_limit=60.0, total_time_limit=600.0, bab=30.0,
              title="Supplementary (near the boundary): MNIST WK17a, anchors with d_adv <= 0.1"),
         dict(name="cifar10-clean-sdp-mix-supplementary", network="cnna_cifar10_sdp_mix", dataset="cifar10",
              data=_CIFAR, n_anchors=10, tol=1e-6, not_certified_at=2 / 255, max_d_adv=2 / 255,
