@@ -442,3 +442,17 @@ def test_records_summary_counts_in_words_and_names_settings_that_differ():
     assert mixed.startswith("3 anchors recorded; 3 with an adversarial point; d_bnd(f) exact within the limits on 1.")
     assert "commits `aaaaaaaaaaaa`, `bbbbbbbbbbbb`" in mixed and "last record 2026-12-03" in mixed
     assert "`bab` absent (older code) on 1 anchor, 30.0 on 2 anchors" in mixed and "`tol`" not in mixed
+
+
+def test_attack_comparison_table_counts_where_the_substitute_beats_its_attack():
+    from lsub_helpers.experiments import attack_comparison_markdown
+
+    cmp = [{"index": 1, "d_bnd": 1.0, "strong_attack": 0.01, "plain_attack": 0.2, "strong_linear_0.99": 0.005,
+            "plain_linear_0.99": 0.1, "plain_activation_0.9": 0.3},
+           {"index": 2, "d_bnd": 1.0, "strong_attack": 0.0, "plain_attack": 0.1, "strong_linear_0.99": 0.01}]
+    lines = attack_comparison_markdown(cmp).splitlines()
+    assert lines[0].startswith("| attack | substitute | anchors | g closer than its attack |")
+    assert "| strong | linear 0.99 | 2 | 1 of 2 | 0.5% | 0.75% |" in lines  # medians of (1%, 0%) and (0.5%, 1%)
+    assert "| plain PGD | linear 0.99 | 1 | 1 of 1 | 20% | 10% |" in lines
+    assert "| plain PGD | activation 0.9 | 1 | 0 of 1 | 20% | 30% |" in lines
+    assert attack_comparison_markdown([]).startswith("No anchor")

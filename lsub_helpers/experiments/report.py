@@ -23,7 +23,8 @@ from .records import AnchorRecord, DistanceRecord, as_records
 __all__ = ["table1", "table1_markdown", "table1_quality_markdown", "table1_speed_markdown", "table1_tables_markdown",
            "runtime_points", "attack_comparison", "paper_table1", "side_by_side_markdown",
            "side_by_side_quality_markdown", "side_by_side_speed_markdown", "side_by_side_tables_markdown", "row_group_summary",
-           "row_group_markdown", "per_anchor_markdown", "records_summary_markdown", "ROW_GROUPS"]
+           "row_group_markdown", "per_anchor_markdown", "records_summary_markdown", "attack_comparison_markdown",
+           "ROW_GROUPS"]
 
 Records = Sequence["AnchorRecord | Mapping"]  # typed records or their JSON objects
 PAPER_CSV = Path(__file__).with_name("paper_table1.csv")
@@ -369,6 +370,30 @@ def attack_comparison(records: Records) -> list[dict]:
                     row[f"{kind}_{s.method}_{s.gamma}"] = _rel(g.value, ref)
         out.append(row)
     return out
+
+
+def attack_comparison_markdown(comparison: Sequence[dict]) -> str:
+    """The rows of :func:`attack_comparison` in one table: per attack (strong, plain PGD) and substitute
+    (pruner and gamma), on how many anchors d_bnd(g) is closer to d_bnd(f) than the d_adv it was built from,
+    and the median relative errors of both (the attack alone is the baseline the substitute must beat)."""
+    head = ["attack", "substitute", "anchors", "g closer than its attack", "median error of d_adv",
+            "median error of d_bnd(g)"]
+    keys = list(dict.fromkeys(k for row in comparison for k in row if k.startswith(("strong_", "plain_"))
+                              and not k.endswith("_attack")))
+    body = []
+    for key in keys:
+        kind, method, gamma = key.split("_", 2)
+        pairs = [(row[f"{kind}_attack"], row[key]) for row in comparison
+                 if row.get(key) is not None and row.get(f"{kind}_attack") is not None]
+        if not pairs:
+            continue
+        closer = sum(g < a for a, g in pairs)
+        body.append([kind if kind == "strong" else "plain PGD", f"{method} {gamma}", str(len(pairs)),
+                     f"{closer} of {len(pairs)}", f"{100 * _stats(a for a, _ in pairs)['median']:.2g}%",
+                     f"{100 * _stats(g for _, g in pairs)['median']:.2g}%"])
+    if not body:
+        return "No anchor with an exact d_bnd(f) and an exact d_bnd(g) from both attacks."
+    return _table(head, body)
 
 
 def paper_table1() -> list[dict]:
