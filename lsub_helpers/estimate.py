@@ -26,7 +26,7 @@ from .network import ReluNetwork
 from .options import keyword_options
 from .pruning import PruneMethod, PruneOptions, Substitute, prune
 
-__all__ = ["EstimateStatus", "DistanceEstimate", "estimate_distance", "certified_radius"]
+__all__ = ["EstimateStatus", "DistanceEstimate", "estimate_distance", "certified_radius", "verified_upper_bound"]
 
 
 class EstimateStatus(enum.Enum):
@@ -47,6 +47,21 @@ class DistanceEstimate:
     substitute: Substitute | None
     substitute_distance: DistanceResult | None
     timings: dict
+
+
+def verified_upper_bound(net: ReluNetwork, x0, label: int, point) -> float | None:
+    """The L-inf distance of ``point`` from ``x0`` if ``net`` (a float64 forward pass) does not classify it
+    as ``label``: then a proven upper bound on ``net``'s distance to the boundary.  None otherwise, or when
+    ``point`` is None.  A substitute's closest point need not be adversarial for the original network, so
+    it is re-checked here before it bounds anything."""
+    if point is None:
+        return None
+    x0 = torch.as_tensor(x0, dtype=torch.float64).reshape(net.input_shape)
+    x = torch.as_tensor(point, dtype=torch.float64).reshape(net.input_shape)
+    with torch.no_grad():
+        if int(net.forward(x[None].to(torch.float64)).argmax(dim=1)[0]) == int(label):
+            return None
+    return float((x - x0).abs().max())
 
 
 def certified_radius(
@@ -123,10 +138,9 @@ def estimate_distance(
     timings["substitute_milp_s"] = time.perf_counter() - t
 
     upper = float(sub.d_adv)
-    if dg.counterexample is not None:
-        ce = dg.counterexample.to(torch.float64)
-        if int(net.predict(ce[None])[0]) != label:  # g's closest point is adversarial for f too
-            upper = min(upper, float((ce - x0).abs().max()))
+    from_g = verified_upper_bound(net, x0, label, dg.counterexample)  # g's closest point, if f errs there too
+    if from_g is not None:
+        upper = min(upper, from_g)
 
     t = time.perf_counter()
     lower = certified_radius(net, x0, label, hi=upper, domain=domain)

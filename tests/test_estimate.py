@@ -8,7 +8,7 @@ import pytest
 
 from lsub_helpers.attacks import min_distance_attack
 from lsub_helpers.distance import DistanceStatus, boundary_distance
-from lsub_helpers.estimate import EstimateStatus, certified_radius, estimate_distance
+from lsub_helpers.estimate import EstimateStatus, certified_radius, estimate_distance, verified_upper_bound
 from lsub_helpers.pruning import PruneMethod
 
 from test_pruning import anchor, toy_net
@@ -79,3 +79,25 @@ def test_prune_options_serve_prune_and_estimate_alike():
     assert e2.substitute.pruned_per_layer == b.pruned_per_layer
     with pytest.raises(ValueError, match="gamma0"):
         prune(net, x0, y, options=opts, gamma0=0.95, attack=adv)  # the keyword replaces the field, then checked
+
+
+def test_verified_upper_bound_counts_only_points_the_network_misclassifies():
+    import torch
+    from torch import nn
+
+    from lsub_helpers.network import ReluNetwork
+
+    # by hand: logits (relu(x1 - x2), relu(x2 - x1)), class 0 where x1 > x2
+    seq = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2)).double()
+    with torch.no_grad():
+        seq[0].weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
+        seq[2].weight.copy_(torch.eye(2))
+        seq[0].bias.zero_()
+        seq[2].bias.zero_()
+    net = ReluNetwork.from_torch(seq, (2,))
+    x0 = torch.tensor([0.6, 0.2], dtype=torch.float64)
+    assert int(net.predict(x0[None])[0]) == 0
+    assert verified_upper_bound(net, x0, 0, None) is None
+    assert verified_upper_bound(net, x0, 0, torch.tensor([0.5, 0.3])) is None  # still class 0
+    assert verified_upper_bound(net, x0, 0, torch.tensor([0.2, 0.6])) == pytest.approx(0.4)  # class 1
+    assert verified_upper_bound(net, x0, 1, torch.tensor([0.2, 0.6])) is None  # not adversarial for label 1

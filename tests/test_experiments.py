@@ -12,7 +12,7 @@ from torch import nn
 
 from lsub_helpers.distance import DistanceStatus
 from lsub_helpers.experiments import (SCHEMA_VERSION, AnchorRecord, DistanceRecord, ExperimentConfig, RecordStatus,
-                                      records_summary_markdown,
+                                      anchor_record, records_summary_markdown,
                                       SchemaError, SubstituteRecord, attack_comparison, load_records, paper_table1,
                                       per_anchor_markdown,
                                       read_records, repair, run_anchor, run_experiment, runtime_points,
@@ -456,3 +456,60 @@ def test_attack_comparison_table_counts_where_the_substitute_beats_its_attack():
     assert "| plain PGD | linear 0.99 | 1 | 1 of 1 | 20% | 10% |" in lines
     assert "| plain PGD | activation 0.9 | 1 | 0 of 1 | 20% | 30% |" in lines
     assert attack_comparison_markdown([]).startswith("No anchor")
+
+
+def test_the_substitutes_closest_point_is_rechecked_on_f_and_bounds_d_bnd_f_from_above():
+    net = _tiny()
+    xs = torch.rand(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ys = net.predict(xs)
+    config = ExperimentConfig(methods=("linear", "activation"), gammas=(0.5, 0.9), gamma0=0.2, time_limit=20,
+                              total_time_limit=120, tol=1e-4)
+    seen = {True: 0, False: 0}
+    for i in range(5):
+        rec = anchor_record(net, xs[i], int(ys[i]), i, config)
+        if not rec.ok or not rec.f.exact:
+            continue
+        for s in rec.substitutes:
+            if s.g is None or s.fools_f is None:
+                continue
+            seen[s.fools_f] += 1
+            if s.fools_f:  # sound: no adversarial point of f is closer than d_bnd(f); it is g's best point
+                assert rec.f.value - 1e-9 <= s.f_upper <= s.g.upper + 1e-9
+            else:
+                assert s.f_upper is None
+        rows = {(r["method"], r["gamma"]): r for r in table1([rec])}
+        for s in rec.substitutes:
+            if s.fools_f is not None:
+                row = rows[(s.method, s.gamma)]
+                closer = bool(s.fools_f and s.f_upper < rec.d_adv * (1 - 1e-9))
+                assert row["n_checked"] == 1 and row["closer"] == int(closer)
+    assert seen[True] >= 1  # the check ran and found points that fool f too
+
+
+def test_closer_points_table_counts_proven_improvements_of_fs_upper_bound():
+    from lsub_helpers.experiments import closer_points_markdown
+
+    def sub(method, fools, upper):
+        g = {"status": "exact", "value": 0.09, "lower": 0.09, "upper": 0.09, "time_s": 1.0, "attack_s": 0.0,
+             "runs": [], "steps": []}
+        out = {"method": method, "gamma": 0.99, "prune_s": 0.1, "g": g}
+        if fools is not None:
+            out["fools_f"] = fools
+        if upper is not None:
+            out["f_upper"] = upper
+        return out
+
+    def rec(index, subs):
+        return {"index": index, "label": 0, "status": "ok", "d_adv": 0.1, "attack_s": 1.0, "substitutes": subs,
+                "f": {"status": "timeout", "value": None, "lower": 0.05, "upper": 0.1, "time_s": 2.0,
+                      "attack_s": 0.0, "runs": [], "steps": []}}
+
+    recs = [rec(1, [sub("linear", True, 0.08), sub("activation", False, None)]),
+            rec(2, [sub("linear", True, 0.1), sub("activation", True, 0.09)]),  # 0.1: the attack's own point
+            rec(3, [sub("linear", None, None)])]  # a record from before the check: no say
+    lines = closer_points_markdown({"net": recs}).splitlines()
+    assert "| net | strong | linear 0.99 | 2 | 1 of 2 | 20% |" in lines
+    assert "| net | strong | activation 0.99 | 2 | 1 of 2 | 10% |" in lines
+    assert lines.index("| net | strong | linear 0.99 | 2 | 1 of 2 | 20% |") < lines.index(
+        "| net | strong | activation 0.99 | 2 | 1 of 2 | 10% |")  # in the order of `methods`
+    assert closer_points_markdown({"net": [recs[2]]}).startswith("No record")

@@ -278,8 +278,13 @@ class SubstituteRecord:
     attack_reused: bool | None = None  # f's adversarial point was adversarial for g too
     g: DistanceRecord | None = None  # None: pruning failed (see ``error``)
     error: str | None = None
+    # g's closest point re-checked on f (float64): ``fools_f`` whether f misclassifies it too (None: no
+    # point, or a record from before these fields), and then ``f_upper``, its distance: a proven upper bound
+    # on d_bnd(f), below d_adv when the substitute found a closer adversarial point than the attack
+    fools_f: bool | None = None
+    f_upper: float | None = None
 
-    _KEYS = ("prune_s", "relus_left", "pruned_per_layer", "attack_reused", "g", "error")
+    _KEYS = ("prune_s", "relus_left", "pruned_per_layer", "attack_reused", "g", "error", "fools_f", "f_upper")
 
     def to_json(self) -> dict:
         out: dict = dict(method=self.method, gamma=self.gamma)
@@ -294,7 +299,8 @@ class SubstituteRecord:
         _fields("substitute", d, ("method", "gamma"), cls._KEYS)
         g = d.get("g")
         return cls(d["method"], d["gamma"], d.get("prune_s"), d.get("relus_left"), _tuple(d.get("pruned_per_layer")),
-                   d.get("attack_reused"), None if g is None else DistanceRecord.from_json(g), d.get("error"))
+                   d.get("attack_reused"), None if g is None else DistanceRecord.from_json(g), d.get("error"),
+                   d.get("fools_f"), d.get("f_upper"))
 
 
 @dataclass(frozen=True)

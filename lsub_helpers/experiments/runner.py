@@ -24,6 +24,7 @@ import torch
 
 from ..attacks import AttackResult, bisection_pgd_attack, min_distance_attack
 from ..distance import boundary_distance
+from ..estimate import certified_radius, verified_upper_bound
 from ..network import ReluNetwork
 from ..pruning import PruningError, prune
 from .records import (AnchorRecord, DistanceRecord, PlainAttackRecord, Provenance, RecordStatus, SubstituteRecord,
@@ -154,9 +155,12 @@ def _substitutes(net: ReluNetwork, x0: torch.Tensor, label: int, adv: AttackResu
             # g(x_adv) = f(x_adv)); otherwise g gets its own attack.  boundary_distance re-checks it on g.
             reuse = int(g.predict(adv.x_adv.reshape((1,) + tuple(g.input_shape)))[0]) != label
             dg = boundary_distance(g, x0, label, attack=adv if reuse else True, **_distance_kwargs(config))
+            f_upper = verified_upper_bound(net, x0, label, dg.counterexample)
             out.append(SubstituteRecord(method, gamma, prune_s=prune_s, relus_left=g.num_relus,
                                         pruned_per_layer=tuple(sub.pruned_per_layer), attack_reused=reuse,
-                                        g=DistanceRecord.of(dg)))
+                                        g=DistanceRecord.of(dg),
+                                        fools_f=None if dg.counterexample is None else f_upper is not None,
+                                        f_upper=f_upper))
             ckpt.put(part, adv.distance, out[-1].to_json())
     return tuple(out)
 
@@ -244,8 +248,6 @@ def select_anchors(net: ReluNetwork, xs: torch.Tensor, ys: torch.Tensor, n: int,
     prove; with ``max_d_adv``, only points the attack breaks within that distance.  Both bias the sample
     towards the less robust points, which a report must say.
     """
-    from ..estimate import certified_radius
-
     pred = net.predict(xs.reshape((len(ys),) + tuple(net.input_shape)))
     out: list[int] = []
     for i in range(int(first), len(ys)):
