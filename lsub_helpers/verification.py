@@ -61,6 +61,12 @@ class SolveOptions:
     bab: float = 0.0  # seconds of branch and bound per spec before its MILP (0: off; verdict-only calls only)
     bab_options: BabOptions = BabOptions()
     falsify_steps: int = 50  # with bab > 0: steps of the attack on the box that runs first
+    # with bab > 0, the schedule per spec (see :func:`decide`): a first turn of branch and bound of at most
+    # ``bab_first`` s (most specs are proven in moments), then for a spec left open a MILP of at most
+    # ``milp_probe`` s (small MILPs, e.g. of certified networks and of substitutes, decide at once where
+    # branch and bound would spend its whole turn), then a second turn of up to ``bab`` s and the MILP
+    bab_first: float = 2.0
+    milp_probe: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,13 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
     in ``verdict_only`` mode stopped early (HiGHS ``objective_bound = 0``: prune whatever cannot go below 0;
     ``objective_target = verdict_target``: stop at the first point below it).  Stops at the first checked
     counterexample.  ``opts.time_limit`` is per optimisation run; everything draws on ``budget``.
+
+    With ``opts.bab > 0`` (verdict-only calls on networks without max pooling) the specs left after
+    screening go through a schedule instead: an attack on the box; a first turn of branch and bound per spec
+    of at most ``opts.bab_first`` s, easiest first; then for each spec left open, a MILP probe of at most
+    ``opts.milp_probe`` s, a second turn of branch and bound of up to ``opts.bab`` s, and the MILP with the
+    rest of the spec's share of the time.  Every verdict is sound on its own (branch and bound proves or
+    finds a point re-checked in float64, the MILP as above), so the schedule only decides how fast.
     """
     t0 = time.perf_counter()
     mats = mats or milp.StageMatrices.of(net)
@@ -192,14 +205,14 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
     sequence = list(order)  # the plain MILP: most promising (for a counterexample) first
     first_turn: dict[int, float] = {}
     if use_bab:
-        # a first turn of branch and bound per spec, easiest (largest bound) first, each with a fair share of
-        # what is left: most specs are proven in moments; the ones left open get a second, longer turn below
+        # a short first turn of branch and bound per spec, easiest (largest bound) first: most specs are
+        # proven in moments; the ones left open get a MILP probe and a second, longer turn below
         sequence = []
         for pos, j in enumerate(order[::-1]):
             cap = budget.limit(opts.time_limit)
             share = budget.left() / (len(order) - pos)
             br = bab_prove(net, lower, upper, specs[j], options=opts.bab_options,
-                           time_limit=min(opts.bab, share, math.inf if cap is None else cap))
+                           time_limit=min(opts.bab, opts.bab_first, share, math.inf if cap is None else cap))
             babs.append((j, br))
             if br.status is BabStatus.FALSIFIED:  # re-checked in float64
                 verdicts.append(VerificationStatus.NOT_ROBUST)
@@ -209,31 +222,8 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
             if br.status is not BabStatus.PROVEN:
                 sequence.append(j)
                 first_turn[j] = br.time_s
-    for pos, j in enumerate(sequence):
-        lim = budget.limit(opts.time_limit)
-        if lim is not None and lim <= 0:
-            verdicts.append(VerificationStatus.TIMEOUT)
-            break
-        if use_bab:  # the second turn: the open specs share what is left, then the MILP gets the rest of it
-            share = budget.left() / (len(sequence) - pos)
-            allowance = min(opts.bab, share, math.inf if lim is None else lim)
-            second, spent = None, 0.0
-            if allowance > 1.5 * first_turn[j]:  # else it would only redo its first turn (it starts afresh)
-                second = bab_prove(net, lower, upper, specs[j], options=opts.bab_options, time_limit=allowance)
-                babs.append((j, second))
-                spent = second.time_s
-            if second is not None and second.status is BabStatus.PROVEN:
-                verdicts.append(VerificationStatus.ROBUST)
-                continue
-            if second is not None and second.status is BabStatus.FALSIFIED:
-                verdicts.append(VerificationStatus.NOT_ROBUST)
-                x, hit = second.x, j
-                break
-            per_run = math.inf if opts.time_limit is None else opts.time_limit - spent
-            lim = budget.limit(min(per_run, share - spent))
-            if lim is not None and lim <= 0:
-                verdicts.append(VerificationStatus.TIMEOUT)
-                break
+
+    def milp_run(j: int, lim: float | None) -> tuple[VerificationStatus, object]:
         model = milp.build_model(net, lower, upper, b, spec=specs[j], _mats=mats)
         res = milp.solve_model(model, solver=opts.solver, time_limit=lim, threads=opts.threads,
                                mip_rel_gap=opts.mip_rel_gap, objective_bound=0.0 if stop_early else None,
@@ -241,6 +231,45 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
         verdict, chk = milp.interpret(net, model, res, polish=opts.polish, threads=opts.threads,
                                       time_limit=budget.limit(POLISH_LP_S))
         runs.append(SpecRun(j, model, res, verdict))
+        return verdict, chk
+
+    for pos, j in enumerate(sequence):
+        lim = budget.limit(opts.time_limit)
+        if lim is not None and lim <= 0:
+            verdicts.append(VerificationStatus.TIMEOUT)
+            break
+        if use_bab:  # the probe and the second turn: the open specs share what is left, the MILP gets the rest
+            t_spec = time.perf_counter()
+            share = budget.left() / (len(sequence) - pos)
+            per_run = math.inf if opts.time_limit is None else opts.time_limit
+            probe = min(opts.milp_probe, share, per_run)
+            if probe > 0:
+                verdict, chk = milp_run(j, budget.limit(probe))
+                if verdict is VerificationStatus.ROBUST:
+                    verdicts.append(verdict)
+                    continue
+                if verdict is VerificationStatus.NOT_ROBUST:
+                    verdicts.append(verdict)
+                    x, hit = np.asarray(chk.x, dtype=_F64), j
+                    break
+            spent = time.perf_counter() - t_spec
+            allowance = min(opts.bab, share - spent, per_run - spent)
+            if allowance > 1.5 * first_turn[j]:  # else it would only redo its first turn (it starts afresh)
+                second = bab_prove(net, lower, upper, specs[j], options=opts.bab_options, time_limit=allowance)
+                babs.append((j, second))
+                if second.status is BabStatus.PROVEN:
+                    verdicts.append(VerificationStatus.ROBUST)
+                    continue
+                if second.status is BabStatus.FALSIFIED:
+                    verdicts.append(VerificationStatus.NOT_ROBUST)
+                    x, hit = second.x, j
+                    break
+            spent = time.perf_counter() - t_spec
+            lim = budget.limit(min(per_run - spent, share - spent))
+            if lim is not None and lim <= 0:
+                verdicts.append(VerificationStatus.TIMEOUT)
+                break
+        verdict, chk = milp_run(j, lim)
         verdicts.append(verdict)
         if verdict is VerificationStatus.NOT_ROBUST:
             x, hit = np.asarray(chk.x, dtype=_F64), j

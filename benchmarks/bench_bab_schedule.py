@@ -1,0 +1,174 @@
+"""Branch and bound in front of the MILP: the schedule per target, side by side on the same queries.
+
+With ``bab=30`` the campaign used to give branch and bound a first turn of up to 30 s per target before any
+MILP.  Where the MILP is small (the certified WK17a network, the substitutes) it decides a query in about a
+second, and a target branch and bound cannot prove cost 30 s before that MILP ran.  Three variants, back to
+back on each query:
+
+``milp``      no branch and bound (``bab=0``, LP screening): the code before branch and bound;
+``bab-30``    the former schedule: a first turn of up to 30 s, then a second turn if it could be 1.5 times
+              longer, then the MILP (``bab_first=30, milp_probe=0``);
+``bab-probe`` today's default: a first turn of at most 2 s, a MILP probe of at most 2 s for a target left
+              open, then a second turn of up to 30 s and the MILP (``bab_first=2, milp_probe=2``).
+
+Queries: (a) the exact distance of f by bisection (tol 1e-5, ``open_tol`` 1%, 60 s per eps, 600 s cap) on
+WK17a anchors near the boundary (the supplementary set's first anchors: there the MILP finishes); (b) the
+same for the linear substitute at gamma 0.9 of WK17a's first random anchor; (c) eps-verifications at 0.5 d
+and 0.9 d on random anchors of the normally and PGD-trained networks, where branch and bound is what
+decides (``bab-30`` against ``bab-probe`` only: the MILP alone decides none at 0.9 d, see ``hard.md``).
+Every verdict of the three variants must agree where two decide.  One JSON line per query goes to
+``benchmarks/results/bab_schedule.jsonl`` (resumable); ``--report`` writes ``bab_schedule.md``.
+
+    python benchmarks/bench_bab_schedule.py [--only wk17a-f wk17a-g hard]
+    python benchmarks/bench_bab_schedule.py --report
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+from _common import ROOT, WK17A, machine, shared_data
+
+import torch
+
+from lsub_helpers.attacks import min_distance_attack
+from lsub_helpers.distance import boundary_distance, verify
+from lsub_helpers.experiments import append_record, code_commit, load_anchor_data, load_records, sample_anchors
+from lsub_helpers.pruning import prune
+
+OUT = ROOT / "benchmarks" / "results" / "bab_schedule.jsonl"
+VARIANTS = {
+    "milp": dict(bab=0.0, screen="lp"),
+    "bab-30": dict(bab=30.0, bab_first=30.0, milp_probe=0.0, screen="interval"),
+    "bab-probe": dict(bab=30.0, bab_first=2.0, milp_probe=2.0, screen="interval"),
+}
+WK17A_NEAR = (8, 62, 92, 115)  # the supplementary set's first anchors (d_adv <= 0.1, not certified at 0.1)
+HARD = {"mnist-cnna-clean": ("mnist", "mnist"), "mnist-cnna-adv2": ("mnist", "mnist"),
+        "cnna_cifar10_sdp_adv4": ("cifar10", "cifar10/cifar10_test_first100.npz")}
+DECIDED = ("robust", "not_robust", "exact")
+
+
+def _done() -> set:
+    return {(r["case"], r["network"], r["index"], r.get("fraction"), r["variant"]) for r in load_records(OUT)}
+
+
+def _distance(net, x0, y, adv, variant: str) -> dict:
+    t = time.perf_counter()
+    d = boundary_distance(net, x0, y, method="bisection", attack=adv, time_limit=60.0, total_time_limit=600.0,
+                          tol=1e-5, open_tol=0.01, **VARIANTS[variant])
+    return dict(status=d.status.value, lower=d.lower, upper=d.upper, time_s=time.perf_counter() - t,
+                steps=len(d.steps))
+
+
+def run(cases, anchors: int) -> None:
+    shared = shared_data()
+    if shared is None:
+        print("no shared data directory (LSUB_SHARED, /work/shared or ../shared): nothing to run")
+        return
+    torch.set_num_threads(1)
+    commit, done = code_commit(), _done()
+
+    def put(case, network, index, variant, fraction=None, **out):
+        rec = dict(case=case, network=network, index=index, fraction=fraction, variant=variant, commit=commit,
+                   date=time.strftime("%Y-%m-%dT%H:%M:%S"), **out)
+        append_record(OUT, rec)
+        print(rec, flush=True)
+
+    if "wk17a-f" in cases or "wk17a-g" in cases:
+        f, xs, ys = load_anchor_data(WK17A, "mnist", data_root=str(shared / "mnist"),
+                                     shared_root=str(shared / "models"))
+    if "wk17a-f" in cases:
+        for i in WK17A_NEAR[:anchors]:
+            x0, y = xs[i].reshape(f.input_shape).double(), int(ys[i])
+            adv = min_distance_attack(f, x0, y, seed=0)
+            for v in VARIANTS:
+                if ("wk17a-f", WK17A, i, None, v) not in done:
+                    put("wk17a-f", WK17A, i, v, d_adv=adv.distance, **_distance(f, x0, y, adv, v))
+    if "wk17a-g" in cases:
+        for i in sample_anchors(f, xs, ys, 1, seed=0):
+            x0, y = xs[i].reshape(f.input_shape).double(), int(ys[i])
+            adv = min_distance_attack(f, x0, y, seed=0)
+            g = prune(f, x0, y, method="linear", gamma=0.9, gamma0=0.25, bounds="fastlin_ibp", attack=adv).network
+            for v in VARIANTS:
+                if ("wk17a-g", WK17A + " linear 0.9", i, None, v) not in done:
+                    put("wk17a-g", WK17A + " linear 0.9", i, v, d_adv=adv.distance, **_distance(g, x0, y, adv, v))
+    if "hard" in cases:
+        for name, (dataset, path) in HARD.items():
+            net, xs, ys = load_anchor_data(name, dataset, data_root=str(shared / path),
+                                           shared_root=str(shared / "models"))
+            for i in sample_anchors(net, xs, ys, anchors, seed=0):
+                x0, y = xs[i].reshape(net.input_shape).double(), int(ys[i])
+                adv = min_distance_attack(net, x0, y, seed=0)
+                for frac in (0.5, 0.9):
+                    for v in ("bab-30", "bab-probe"):
+                        if ("hard", name, i, frac, v) in done:
+                            continue
+                        t = time.perf_counter()
+                        r = verify(net, x0, y, frac * adv.distance, time_limit=60.0, total_time_limit=60.0,
+                                   **VARIANTS[v])
+                        put("hard", name, i, v, frac, d_adv=adv.distance, status=r.status.value,
+                            time_s=time.perf_counter() - t, milp_runs=len(r.runs), bab_runs=len(r.bab_runs))
+
+
+def report() -> str:
+    recs = load_records(OUT)
+    lines = ["# Branch and bound in front of the MILP: the schedule per target", "", machine(), "",
+             "Produced by `benchmarks/bench_bab_schedule.py` (its docstring defines the variants and queries; "
+             "the variants ran back to back on each query, on a machine also running the Table 1 campaign, so "
+             "compare the variants side by side rather than the absolute times).", ""]
+    disagree = 0
+    keys = sorted({(r["case"], r["network"], r["index"], r.get("fraction")) for r in recs},
+                  key=lambda k: (k[0], k[1], k[2], k[3] or 0))
+    for case, title in (("wk17a-f", "Exact distance of f, WK17a anchors near the boundary"),
+                        ("wk17a-g", "Exact distance of the linear substitute (gamma 0.9) of WK17a's first random "
+                                    "anchor"),
+                        ("hard", "eps-verification at 0.5 d and 0.9 d on random anchors (60 s for the whole call)")):
+        rows = [k for k in keys if k[0] == case]
+        if not rows:
+            continue
+        variants = [v for v in VARIANTS if any(r["variant"] == v and r["case"] == case for r in recs)]
+        lines += [f"## {title}", "", "| network | anchor | radius | " + " | ".join(variants) + " |",
+                  "|---|---|---|" + "---|" * len(variants)]
+        for k in rows:
+            by = {r["variant"]: r for r in recs if (r["case"], r["network"], r["index"], r.get("fraction")) == k}
+            cells = []
+            for v in variants:
+                r = by.get(v)
+                if r is None:
+                    cells.append("—")
+                elif case == "hard":
+                    cells.append(f"{r['status']} {r['time_s']:.1f} s")
+                else:
+                    cells.append(f"{r['status']} [{r['lower']:.5f}, {r['upper']:.5f}] {r['time_s']:.0f} s")
+            verdicts = {by[v]["status"] for v in variants if v in by and by[v]["status"] in ("robust", "not_robust")}
+            disagree += len(verdicts) > 1
+            radius = "D" if k[3] is None else f"{k[3]} d"
+            lines.append(f"| {k[1]} | {k[2]} | {radius} | " + " | ".join(cells) + " |")
+        totals = []
+        for v in variants:
+            ts = [r["time_s"] for r in recs if r["case"] == case and r["variant"] == v]
+            dec = sum(r["status"] in DECIDED for r in recs if r["case"] == case and r["variant"] == v)
+            totals.append(f"{v}: {dec} of {len(ts)} decided, total {sum(ts):.0f} s, median {statistics.median(ts):.1f} s")
+        lines += ["", "; ".join(totals) + " (undecided queries counted at the time they took).", ""]
+    lines += [f"Verdicts that disagree between variants (both decided): {disagree}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="*", choices=("wk17a-f", "wk17a-g", "hard"))
+    ap.add_argument("--anchors", type=int, default=2, help="anchors per network for wk17a-f (at most 4) and hard")
+    ap.add_argument("--report", action="store_true")
+    args = ap.parse_args(argv)
+    if not args.report:
+        run(args.only or ["wk17a-f", "wk17a-g", "hard"], args.anchors)
+    text = report()
+    (ROOT / "benchmarks" / "results" / "bab_schedule.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
