@@ -251,3 +251,40 @@ def test_max_pooling_networks_get_the_milp_alone():
         plain = verify(net, x0, y, eps, time_limit=30)
         with_bab = verify(net, x0, y, eps, time_limit=30, bab=10.0)
         assert with_bab.status is plain.status and not with_bab.bab_runs
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_schedule_gives_a_short_first_turn_then_a_milp_probe(seed, monkeypatch):
+    """Branch and bound that never decides (a stand-in that records its time limits): every target it left
+    open is decided by the MILP, a probe of at most ``milp_probe`` s first; the verdicts equal the plain
+    MILP's.  With the probe off, the second turn of branch and bound comes before the MILP, as it used to."""
+    import lsub_helpers.verification as V
+    from lsub_helpers.bab import BabResult
+
+    calls = []
+
+    def never(net, lower, upper, spec, *, options, time_limit):
+        calls.append(time_limit)
+        return BabResult(BabStatus.OPEN, -1.0, -1.0, 1, 1, 0.0)
+
+    monkeypatch.setattr(V, "bab_prove", never)
+    net = dense_net(seed, sizes=(3, 8, 8, 3))
+    gen = torch.Generator().manual_seed(seed)
+    x0 = torch.rand(net.input_shape, generator=gen, dtype=F64)
+    y = int(net.forward(x0.unsqueeze(0))[0].argmax())
+    for eps in (0.02, 0.2):
+        plain = verify(net, x0, y, eps, time_limit=30, total_time_limit=60)
+        calls.clear()
+        r = verify(net, x0, y, eps, time_limit=30, total_time_limit=60, bab=10.0, bab_first=0.5, milp_probe=5.0,
+                   screen="none")
+        assert r.status is plain.status
+        n = len(r.milp_targets) if r.status is VerificationStatus.ROBUST else None
+        assert all(t <= 0.5 for t in calls)  # first turns only: each probe decided its target
+        if n is not None:
+            assert len(calls) == n and len(r.runs) == n
+        calls.clear()
+        r = verify(net, x0, y, eps, time_limit=30, total_time_limit=60, bab=10.0, bab_first=0.5, milp_probe=0.0,
+                   screen="none")
+        assert r.status is plain.status
+        if r.status is VerificationStatus.ROBUST:  # (a counterexample may be found by the attack on the box)
+            assert calls[0] <= 0.5 and any(t > 0.5 for t in calls)  # second turns, longer than the first
