@@ -30,6 +30,14 @@ def shared_data() -> Path | None:
     return None
 
 
+def shared_data_or_note(what: str = "nothing to run") -> Path | None:
+    """:func:`shared_data`, and a line saying so when there is none (a benchmark then skips, never fails)."""
+    shared = shared_data()
+    if shared is None:
+        print(f"SKIP: no shared data directory (LSUB_SHARED, /work/shared or ../shared): {what}")
+    return shared
+
+
 def mnist_test(shared: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """All 10,000 MNIST test images as float64 k/255 (N, 1, 28, 28), and their labels."""
     images = data.read_idx(shared / "mnist" / "t10k-images-idx3-ubyte.gz")

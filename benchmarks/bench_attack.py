@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _common import WK17A, machine, mnist_test, shared_data, wk17a  # noqa: E402
+from _common import WK17A, machine, mnist_test, shared_data_or_note, wk17a  # noqa: E402
 from lsub_helpers.attacks import min_distance_attack, pgd  # noqa: E402
 
 # 1-based MNIST test sample -> exact L-inf distance (MIPVerify)
@@ -42,9 +42,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=1, help="repeat each anchor with seeds 0..n-1")
     args = ap.parse_args(argv)
 
-    shared = shared_data()
+    shared = shared_data_or_note()
     if shared is None:
-        print("SKIP: shared data directory not found (/work/shared or ../shared)")
         return 0
     torch.set_num_threads(args.threads)
     mach = machine()

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import ROOT, machine, shared_data
+from _common import ROOT, machine, shared_data_or_note
 
 PRELUDE = """
 import json, sys, time, torch
@@ -87,9 +87,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", choices=sorted(QUERIES))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "before_after.md"))
     args = ap.parse_args(argv)
-    shared = shared_data()
+    shared = shared_data_or_note("nothing to compare")
     if shared is None:
-        print("no shared data directory: nothing to compare")
         return 0
     rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.before], capture_output=True,
                          text=True, check=True).stdout.strip()

@@ -17,7 +17,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import machine, mnist_test, shared_data, wk17a  # noqa: E402
+from _common import machine, mnist_test, shared_data_or_note, wk17a  # noqa: E402
 
 from lsub_helpers import milp  # noqa: E402
 from lsub_helpers.attacks import min_distance_attack  # noqa: E402
@@ -45,9 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--time-limit", type=float, default=120.0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "milp_compose.md"))
     args = ap.parse_args(argv)
-    shared = shared_data()
+    shared = shared_data_or_note()
     if shared is None:
-        print("SKIP: shared data directory not found (/work/shared or ../shared)")
         return 0
     torch.set_num_threads(1)
     net = wk17a(shared)

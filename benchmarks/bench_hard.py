@@ -27,7 +27,7 @@ import statistics
 import sys
 import time
 
-from _common import ROOT, machine, shared_data
+from _common import ROOT, machine, shared_data, shared_data_or_note
 
 import torch
 
@@ -52,9 +52,8 @@ DECIDED = ("robust", "not_robust")
 
 
 def run(names, n, limit: float, cap: float, bab: float) -> None:
-    shared = shared_data()
+    shared = shared_data_or_note()
     if shared is None:
-        print("no shared data directory (LSUB_SHARED, /work/shared or ../shared): nothing to run")
         return
     torch.set_num_threads(1)
     commit = code_commit()
