@@ -144,10 +144,10 @@ def _as_input(x: np.ndarray | None, net: ReluNetwork) -> torch.Tensor | None:
     return None if x is None else torch.from_numpy(np.array(x, dtype=_F64)).reshape(net.input_shape)
 
 
-def _run_record(eps, target, model, res, verdict) -> OptimizationRun:
+def _run_record(eps, target, model, res, verdict, built: bool = True) -> OptimizationRun:
     return OptimizationRun(
         eps=float(eps), target=target, objective=model.objective.value, solver_status=res.status, verdict=verdict,
-        time_s=res.time_s, build_time_s=model.build_time_s, load_time_s=res.load_time_s,
+        time_s=res.time_s, build_time_s=model.build_time_s if built else 0.0, load_time_s=res.load_time_s,
         num_binaries=model.num_binaries, num_continuous=model.num_continuous, num_constraints=model.num_rows,
         objective_value=res.objective, bound=res.bound,
     )
@@ -210,7 +210,7 @@ def _verify(net: ReluNetwork, x0f: np.ndarray, label: int, eps: float, target: i
     specs = [OutputSpec.misclassified_as(label, t, net.num_classes) for t in targets]
     d = decide(net, lower, upper, specs, opts=opts, bopts=bopts, budget=budget, verdict_only=verdict_only,
                verdict_target=verdict_target)
-    runs = tuple(_run_record(eps, targets[r.spec], r.model, r.result, r.verdict) for r in d.runs)
+    runs = tuple(_run_record(eps, targets[r.spec], r.model, r.result, r.verdict, r.built) for r in d.runs)
     return VerificationResult(d.status, _as_input(d.x, net), None if d.spec is None else targets[d.spec], eps, runs,
                               tuple(targets[i] for i in d.order), getattr(d.bounds, "method", str(bopts.bounds)),
                               d.unstable, d.bounds_time_s, budget.elapsed(),

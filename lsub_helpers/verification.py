@@ -146,6 +146,7 @@ class SpecRun:
     model: "milp.MilpModel"
     result: "milp.SolveResult"
     verdict: VerificationStatus
+    built: bool = True  # False: the model of an earlier run of the same spec, solved again (no build time)
 
 
 @dataclass(frozen=True)
@@ -223,14 +224,19 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
                 sequence.append(j)
                 first_turn[j] = br.time_s
 
+    models: dict[int, object] = {}  # built once per spec: the probe's model serves its final MILP too
+
     def milp_run(j: int, lim: float | None) -> tuple[VerificationStatus, object]:
-        model = milp.build_model(net, lower, upper, b, spec=specs[j], _mats=mats)
+        built = j not in models
+        if built:
+            models[j] = milp.build_model(net, lower, upper, b, spec=specs[j], _mats=mats)
+        model = models[j]
         res = milp.solve_model(model, solver=opts.solver, time_limit=lim, threads=opts.threads,
                                mip_rel_gap=opts.mip_rel_gap, objective_bound=0.0 if stop_early else None,
                                objective_target=verdict_target if stop_early else None)
         verdict, chk = milp.interpret(net, model, res, polish=opts.polish, threads=opts.threads,
                                       time_limit=budget.limit(POLISH_LP_S))
-        runs.append(SpecRun(j, model, res, verdict))
+        runs.append(SpecRun(j, model, res, verdict, built))
         return verdict, chk
 
     for pos, j in enumerate(sequence):
@@ -266,9 +272,9 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
                     break
             spent = time.perf_counter() - t_spec
             lim = budget.limit(min(per_run - spent, share - spent))
-            if lim is not None and lim <= 0:
+            if lim is not None and lim <= 0:  # this spec's share is spent; the next ones get what is left
                 verdicts.append(VerificationStatus.TIMEOUT)
-                break
+                continue
         verdict, chk = milp_run(j, lim)
         verdicts.append(verdict)
         if verdict is VerificationStatus.NOT_ROBUST:
