@@ -174,7 +174,8 @@ def verify(
     polish: bool = True,
     bab: float = 0.0,
     bab_first: float = 2.0,
-    milp_probe: float = 2.0,
+    milp_probe: float = 10.0,
+    milp_first_below: int = 1000,
 ) -> VerificationResult:
     """Problem (2): is ``f_label > f_t`` on the whole ball of radius ``eps`` (within ``domain``) for the
     ``target`` ``t`` (all other classes if None)?
@@ -187,14 +188,15 @@ def verify(
     ``objective_target = verdict_target``: stop at the first point below it).  Stops at the first checked
     counterexample.  ``time_limit`` is per optimisation run, ``total_time_limit`` for the whole call: every
     LP (tightening, screening, polishing) and MILP draws on it.  ``bab`` > 0 (verdict-only): an attack on the
-    ball first, then branch and bound on ReLU splits per target (:mod:`lsub_helpers.bab`): a first turn of
-    at most ``bab_first`` s, for a target left open a MILP probe of at most ``milp_probe`` s, a second turn
-    of up to ``bab`` s, and the MILP with the rest of ``time_limit`` (see
-    :func:`lsub_helpers.verification.decide`); the targets it proves need no MILP (they appear in
-    ``bab_runs``, not in ``runs``).
+    ball first, then branch and bound on ReLU splits per target (:mod:`lsub_helpers.bab`) and the MILP: a
+    MILP with at most ``milp_first_below`` binaries first gets a probe of at most ``milp_probe`` s, a larger
+    one first a turn of branch and bound of at most ``bab_first`` s; then up to ``bab`` s of branch and
+    bound and the MILP with the rest of ``time_limit`` (see :func:`lsub_helpers.verification.decide`); the
+    targets it proves need no MILP (they appear in ``bab_runs``, not in ``runs``).
     """
     opts = SolveOptions(solver=solver, threads=threads, time_limit=time_limit, mip_rel_gap=mip_rel_gap, polish=polish,
-                        bab=bab, bab_first=bab_first, milp_probe=milp_probe)
+                        bab=bab, bab_first=bab_first, milp_probe=milp_probe,
+                        milp_first_below=milp_first_below)
     bopts = BoundOptions(bounds=bounds, tighten_lp=tighten_lp, screen=ScreenMethod(screen), domain=domain)
     return _verify(net, _flat(x0, net), net.check_label(label), float(eps), target, opts, bopts,
                    Budget(total_time_limit), verdict_only=verdict_only, verdict_target=verdict_target)
@@ -298,7 +300,8 @@ def boundary_distance(
     polish: bool = True,
     bab: float = 0.0,
     bab_first: float = 2.0,
-    milp_probe: float = 2.0,
+    milp_probe: float = 10.0,
+    milp_first_below: int = 1000,
 ) -> DistanceResult:
     """Problem (1): the L-inf distance from ``x0`` to the decision boundary of ``label``.
 
@@ -315,8 +318,8 @@ def boundary_distance(
     ``max(tol, open_tol * r)`` of it (``open_tol`` > 0 stops refining a bound that can no longer close, since
     only a counterexample below r could close the interval).  ``time_limit`` is per optimisation run,
     ``total_time_limit`` for the call (every LP and MILP draws on it).  ``bab`` > 0 (bisection): each eps gets
-    an attack and branch and bound before its MILPs (see :func:`verify`, also for ``bab_first`` and
-    ``milp_probe``), all within ``time_limit``.
+    an attack and branch and bound before its MILPs (see :func:`verify`, also for ``bab_first``,
+    ``milp_probe`` and ``milp_first_below``), all within ``time_limit``.
     """
     try:
         method = DistanceMethod(method)
@@ -330,7 +333,8 @@ def boundary_distance(
     direct = method is DistanceMethod.DIRECT
     opts = SolveOptions(solver=solver, threads=threads, time_limit=time_limit,
                         mip_rel_gap=mip_rel_gap if direct else None, polish=polish, margin_tol=margin_tol,
-                        exact_abs_tol=exact_abs_tol, bab=bab, bab_first=bab_first, milp_probe=milp_probe)
+                        exact_abs_tol=exact_abs_tol, bab=bab, bab_first=bab_first, milp_probe=milp_probe,
+                        milp_first_below=milp_first_below)
     bopts = BoundOptions(bounds=bounds, tighten_lp=tighten_lp, screen=ScreenMethod(screen), domain=domain)
     tolerance = dict(mip_rel_gap=mip_rel_gap if direct else None, bisection_tol=None if direct else tol,
                      open_tol=None if direct else open_tol,

@@ -61,12 +61,14 @@ class SolveOptions:
     bab: float = 0.0  # seconds of branch and bound per spec before its MILP (0: off; verdict-only calls only)
     bab_options: BabOptions = BabOptions()
     falsify_steps: int = 50  # with bab > 0: steps of the attack on the box that runs first
-    # with bab > 0, the schedule per spec (see :func:`decide`): a first turn of branch and bound of at most
-    # ``bab_first`` s (most specs are proven in moments), then for a spec left open a MILP of at most
-    # ``milp_probe`` s (small MILPs, e.g. of certified networks and of substitutes, decide at once where
-    # branch and bound would spend its whole turn), then a second turn of up to ``bab`` s and the MILP
+    # with bab > 0, the schedule per spec (see :func:`decide`).  A MILP with at most ``milp_first_below``
+    # binaries (certified networks, substitutes) first gets a probe of at most ``milp_probe`` s: such MILPs
+    # decide in moments where branch and bound would spend its whole turn.  A larger one first gets a turn of
+    # branch and bound of at most ``bab_first`` s (most specs are proven in moments).  Then a second turn of
+    # branch and bound of up to ``bab`` s, and the MILP with the rest
     bab_first: float = 2.0
-    milp_probe: float = 2.0
+    milp_probe: float = 10.0
+    milp_first_below: int = 1000
 
 
 @dataclass(frozen=True)
@@ -178,11 +180,13 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
     counterexample.  ``opts.time_limit`` is per optimisation run; everything draws on ``budget``.
 
     With ``opts.bab > 0`` (verdict-only calls on networks without max pooling) the specs left after
-    screening go through a schedule instead: an attack on the box; a first turn of branch and bound per spec
-    of at most ``opts.bab_first`` s, easiest first; then for each spec left open, a MILP probe of at most
-    ``opts.milp_probe`` s, a second turn of branch and bound of up to ``opts.bab`` s, and the MILP with the
-    rest of the spec's share of the time.  Every verdict is sound on its own (branch and bound proves or
-    finds a point re-checked in float64, the MILP as above), so the schedule only decides how fast.
+    screening go through a schedule instead, after an attack on the box.  If the MILP has at most
+    ``opts.milp_first_below`` binaries, each spec gets a MILP probe of at most ``opts.milp_probe`` s, then
+    up to ``opts.bab`` s of branch and bound, then the MILP with the rest of its share of the time.  If it
+    has more, each spec first gets a turn of branch and bound of at most ``opts.bab_first`` s, easiest first,
+    and each one left open a second turn of up to ``opts.bab`` s and then the MILP.  Every verdict is sound
+    on its own (branch and bound proves or finds a point re-checked in float64, the MILP as above), so the
+    schedule only decides how fast.
     """
     t0 = time.perf_counter()
     mats = mats or milp.StageMatrices.of(net)
@@ -204,8 +208,9 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
             return Decision(VerificationStatus.NOT_ROBUST, x, order[k], (), tuple(order), b,
                             milp.unstable_counts(mats, b), bounds_time, time.perf_counter() - t0, (), falsify_s)
     sequence = list(order)  # the plain MILP: most promising (for a counterexample) first
-    first_turn: dict[int, float] = {}
-    if use_bab:
+    small = sum(milp.unstable_counts(mats, b)) <= opts.milp_first_below  # (the MILP's binaries)
+    first_turn: dict[int, float] = {j: 0.0 for j in order}
+    if use_bab and not small:
         # a short first turn of branch and bound per spec, easiest (largest bound) first: most specs are
         # proven in moments; the ones left open get a MILP probe and a second, longer turn below
         sequence = []
@@ -248,7 +253,7 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
             t_spec = time.perf_counter()
             share = budget.left() / (len(sequence) - pos)
             per_run = math.inf if opts.time_limit is None else opts.time_limit
-            probe = min(opts.milp_probe, share, per_run)
+            probe = min(opts.milp_probe, share, per_run) if small else 0.0
             if probe > 0:
                 verdict, chk = milp_run(j, budget.limit(probe))
                 if verdict is VerificationStatus.ROBUST:

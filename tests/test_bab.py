@@ -254,10 +254,11 @@ def test_max_pooling_networks_get_the_milp_alone():
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_the_schedule_gives_a_short_first_turn_then_a_milp_probe(seed, monkeypatch):
-    """Branch and bound that never decides (a stand-in that records its time limits): every target it left
-    open is decided by the MILP, a probe of at most ``milp_probe`` s first; the verdicts equal the plain
-    MILP's.  With the probe off, the second turn of branch and bound comes before the MILP, as it used to."""
+def test_the_schedule_puts_small_milps_first_and_branch_and_bound_first_on_large_ones(seed, monkeypatch):
+    """Branch and bound that never decides (a stand-in that records its time limits), so every verdict comes
+    from the MILP and equals the plain MILP's.  A MILP with more than ``milp_first_below`` binaries: a first
+    turn of at most ``bab_first`` s per target, then a longer second turn, then the MILP.  A smaller one:
+    the MILP probe first, which decides these small models, so branch and bound never runs."""
     import lsub_helpers.verification as V
     from lsub_helpers.bab import BabResult
 
@@ -275,16 +276,16 @@ def test_the_schedule_gives_a_short_first_turn_then_a_milp_probe(seed, monkeypat
     for eps in (0.02, 0.2):
         plain = verify(net, x0, y, eps, time_limit=30, total_time_limit=60)
         calls.clear()
-        r = verify(net, x0, y, eps, time_limit=30, total_time_limit=60, bab=10.0, bab_first=0.5, milp_probe=5.0,
-                   screen="none")
-        assert r.status is plain.status
-        n = len(r.milp_targets) if r.status is VerificationStatus.ROBUST else None
-        assert all(t <= 0.5 for t in calls)  # first turns only: each probe decided its target
-        if n is not None:
-            assert len(calls) == n and len(r.runs) == n
+        large = verify(net, x0, y, eps, time_limit=30, total_time_limit=60, bab=10.0, bab_first=0.5,
+                       milp_first_below=-1, screen="none")  # every MILP counts as large
+        assert large.status is plain.status
+        if large.status is VerificationStatus.ROBUST:  # (a counterexample may come from the attack on the box)
+            n = len(large.milp_targets)
+            assert all(t <= 0.5 for t in calls[:n]) and all(t > 0.5 for t in calls[n:]) and len(calls) == 2 * n
+            assert len(large.runs) == n
         calls.clear()
-        r = verify(net, x0, y, eps, time_limit=30, total_time_limit=60, bab=10.0, bab_first=0.5, milp_probe=0.0,
-                   screen="none")
-        assert r.status is plain.status
-        if r.status is VerificationStatus.ROBUST:  # (a counterexample may be found by the attack on the box)
-            assert calls[0] <= 0.5 and any(t > 0.5 for t in calls)  # second turns, longer than the first
+        small = verify(net, x0, y, eps, time_limit=30, total_time_limit=60, bab=10.0, bab_first=0.5,
+                       milp_probe=5.0, milp_first_below=10_000, screen="none")
+        assert small.status is plain.status and calls == []
+        if small.status is VerificationStatus.ROBUST:
+            assert len(small.runs) == len(small.milp_targets)
