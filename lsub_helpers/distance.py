@@ -174,6 +174,7 @@ def verify(
     polish: bool = True,
     bab: float = 0.0,
     bab_first: float = 2.0,
+    bab_first_small: float = 0.5,
     milp_probe: float = 10.0,
     milp_first_below: int = 1000,
 ) -> VerificationResult:
@@ -189,14 +190,14 @@ def verify(
     counterexample.  ``time_limit`` is per optimisation run, ``total_time_limit`` for the whole call: every
     LP (tightening, screening, polishing) and MILP draws on it.  ``bab`` > 0 (verdict-only): an attack on the
     ball first, then branch and bound on ReLU splits per target (:mod:`lsub_helpers.bab`) and the MILP: a
-    MILP with at most ``milp_first_below`` binaries first gets a probe of at most ``milp_probe`` s, a larger
-    one first a turn of branch and bound of at most ``bab_first`` s; then up to ``bab`` s of branch and
-    bound and the MILP with the rest of ``time_limit`` (see :func:`lsub_helpers.verification.decide`); the
-    targets it proves need no MILP (they appear in ``bab_runs``, not in ``runs``).
+    first turn of branch and bound of at most ``bab_first`` s (``bab_first_small`` s if the MILP has at most
+    ``milp_first_below`` binaries, and then a MILP probe of at most ``milp_probe`` s), a second turn of up to
+    ``bab`` s and the MILP with the rest of ``time_limit`` (see :func:`lsub_helpers.verification.decide`);
+    the targets it proves need no MILP (they appear in ``bab_runs``, not in ``runs``).
     """
     opts = SolveOptions(solver=solver, threads=threads, time_limit=time_limit, mip_rel_gap=mip_rel_gap, polish=polish,
-                        bab=bab, bab_first=bab_first, milp_probe=milp_probe,
-                        milp_first_below=milp_first_below)
+                        bab=bab, bab_first=bab_first, bab_first_small=bab_first_small,
+                        milp_probe=milp_probe, milp_first_below=milp_first_below)
     bopts = BoundOptions(bounds=bounds, tighten_lp=tighten_lp, screen=ScreenMethod(screen), domain=domain)
     return _verify(net, _flat(x0, net), net.check_label(label), float(eps), target, opts, bopts,
                    Budget(total_time_limit), verdict_only=verdict_only, verdict_target=verdict_target)
@@ -300,6 +301,7 @@ def boundary_distance(
     polish: bool = True,
     bab: float = 0.0,
     bab_first: float = 2.0,
+    bab_first_small: float = 0.5,
     milp_probe: float = 10.0,
     milp_first_below: int = 1000,
 ) -> DistanceResult:
@@ -319,7 +321,7 @@ def boundary_distance(
     only a counterexample below r could close the interval).  ``time_limit`` is per optimisation run,
     ``total_time_limit`` for the call (every LP and MILP draws on it).  ``bab`` > 0 (bisection): each eps gets
     an attack and branch and bound before its MILPs (see :func:`verify`, also for ``bab_first``,
-    ``milp_probe`` and ``milp_first_below``), all within ``time_limit``.
+    ``bab_first_small``, ``milp_probe`` and ``milp_first_below``), all within ``time_limit``.
     """
     try:
         method = DistanceMethod(method)
@@ -333,8 +335,8 @@ def boundary_distance(
     direct = method is DistanceMethod.DIRECT
     opts = SolveOptions(solver=solver, threads=threads, time_limit=time_limit,
                         mip_rel_gap=mip_rel_gap if direct else None, polish=polish, margin_tol=margin_tol,
-                        exact_abs_tol=exact_abs_tol, bab=bab, bab_first=bab_first, milp_probe=milp_probe,
-                        milp_first_below=milp_first_below)
+                        exact_abs_tol=exact_abs_tol, bab=bab, bab_first=bab_first, bab_first_small=bab_first_small,
+                        milp_probe=milp_probe, milp_first_below=milp_first_below)
     bopts = BoundOptions(bounds=bounds, tighten_lp=tighten_lp, screen=ScreenMethod(screen), domain=domain)
     tolerance = dict(mip_rel_gap=mip_rel_gap if direct else None, bisection_tol=None if direct else tol,
                      open_tol=None if direct else open_tol,

@@ -61,12 +61,13 @@ class SolveOptions:
     bab: float = 0.0  # seconds of branch and bound per spec before its MILP (0: off; verdict-only calls only)
     bab_options: BabOptions = BabOptions()
     falsify_steps: int = 50  # with bab > 0: steps of the attack on the box that runs first
-    # with bab > 0, the schedule per spec (see :func:`decide`).  A MILP with at most ``milp_first_below``
-    # binaries (certified networks, substitutes) first gets a probe of at most ``milp_probe`` s: such MILPs
-    # decide in moments where branch and bound would spend its whole turn.  A larger one first gets a turn of
-    # branch and bound of at most ``bab_first`` s (most specs are proven in moments).  Then a second turn of
-    # branch and bound of up to ``bab`` s, and the MILP with the rest
+    # with bab > 0, the schedule per spec (see :func:`decide`): a first turn of branch and bound (most specs
+    # are proven in moments) of at most ``bab_first`` s, or ``bab_first_small`` s if the MILP has at most
+    # ``milp_first_below`` binaries (certified networks, substitutes); such a small MILP then gets a probe
+    # of at most ``milp_probe`` s, since it decides in moments where branch and bound could spend its whole
+    # turn; then a second turn of branch and bound of up to ``bab`` s, and the MILP with the rest
     bab_first: float = 2.0
+    bab_first_small: float = 0.5
     milp_probe: float = 10.0
     milp_first_below: int = 1000
 
@@ -180,11 +181,12 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
     counterexample.  ``opts.time_limit`` is per optimisation run; everything draws on ``budget``.
 
     With ``opts.bab > 0`` (verdict-only calls on networks without max pooling) the specs left after
-    screening go through a schedule instead, after an attack on the box.  If the MILP has at most
-    ``opts.milp_first_below`` binaries, each spec gets a MILP probe of at most ``opts.milp_probe`` s, then
-    up to ``opts.bab`` s of branch and bound, then the MILP with the rest of its share of the time.  If it
-    has more, each spec first gets a turn of branch and bound of at most ``opts.bab_first`` s, easiest first,
-    and each one left open a second turn of up to ``opts.bab`` s and then the MILP.  Every verdict is sound
+    screening go through a schedule instead, after an attack on the box: a first turn of branch and bound
+    per spec, easiest first, of at most ``opts.bab_first`` s (``opts.bab_first_small`` s if the MILP has at
+    most ``opts.milp_first_below`` binaries); then, for each spec left open, a MILP probe of at most
+    ``opts.milp_probe`` s (small MILPs only, at most half the spec's share of the time), a second turn of
+    branch and bound of up to ``opts.bab`` s, and the MILP with the rest of its share; time left over when
+    other specs were decided early goes to the undecided ones, one more MILP each.  Every verdict is sound
     on its own (branch and bound proves or finds a point re-checked in float64, the MILP as above), so the
     schedule only decides how fast.
     """
@@ -209,16 +211,17 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
                             milp.unstable_counts(mats, b), bounds_time, time.perf_counter() - t0, (), falsify_s)
     sequence = list(order)  # the plain MILP: most promising (for a counterexample) first
     small = sum(milp.unstable_counts(mats, b)) <= opts.milp_first_below  # (the MILP's binaries)
-    first_turn: dict[int, float] = {j: 0.0 for j in order}
-    if use_bab and not small:
+    first_turn: dict[int, float] = {}
+    if use_bab:
         # a short first turn of branch and bound per spec, easiest (largest bound) first: most specs are
-        # proven in moments; the ones left open get a MILP probe and a second, longer turn below
+        # proven in moments; the ones left open get (a MILP probe if small and) a second, longer turn below
+        first_cap = opts.bab_first_small if small else opts.bab_first
         sequence = []
         for pos, j in enumerate(order[::-1]):
             cap = budget.limit(opts.time_limit)
             share = budget.left() / (len(order) - pos)
             br = bab_prove(net, lower, upper, specs[j], options=opts.bab_options,
-                           time_limit=min(opts.bab, opts.bab_first, share, math.inf if cap is None else cap))
+                           time_limit=min(opts.bab, first_cap, share, math.inf if cap is None else cap))
             babs.append((j, br))
             if br.status is BabStatus.FALSIFIED:  # re-checked in float64
                 verdicts.append(VerificationStatus.NOT_ROBUST)
@@ -244,6 +247,7 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
         runs.append(SpecRun(j, model, res, verdict, built))
         return verdict, chk
 
+    cut: list[tuple[int, int]] = []  # (spec, its index in verdicts): specs left undecided when their share ran out
     for pos, j in enumerate(sequence):
         lim = budget.limit(opts.time_limit)
         if lim is not None and lim <= 0:
@@ -253,7 +257,7 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
             t_spec = time.perf_counter()
             share = budget.left() / (len(sequence) - pos)
             per_run = math.inf if opts.time_limit is None else opts.time_limit
-            probe = min(opts.milp_probe, share, per_run) if small else 0.0
+            probe = min(opts.milp_probe, share / 2, per_run) if small else 0.0  # half: room for the turn
             if probe > 0:
                 verdict, chk = milp_run(j, budget.limit(probe))
                 if verdict is VerificationStatus.ROBUST:
@@ -278,13 +282,29 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
             spent = time.perf_counter() - t_spec
             lim = budget.limit(min(per_run - spent, share - spent))
             if lim is not None and lim <= 0:  # this spec's share is spent; the next ones get what is left
+                cut.append((j, len(verdicts)))
                 verdicts.append(VerificationStatus.TIMEOUT)
                 continue
         verdict, chk = milp_run(j, lim)
+        if verdict is VerificationStatus.TIMEOUT:
+            cut.append((j, len(verdicts)))
         verdicts.append(verdict)
         if verdict is VerificationStatus.NOT_ROBUST:
             x, hit = np.asarray(chk.x, dtype=_F64), j
             break
+    # time left over where other specs were decided faster than their share: the undecided specs share it,
+    # one more MILP each (on the model they already have)
+    if use_bab and VerificationStatus.NOT_ROBUST not in verdicts:
+        for pos, (j, k) in enumerate(cut):
+            left = budget.left()
+            if left < 1.0:
+                break
+            per_run = math.inf if opts.time_limit is None else opts.time_limit
+            verdict, chk = milp_run(j, budget.limit(min(per_run, left / (len(cut) - pos))))
+            verdicts[k] = verdict
+            if verdict is VerificationStatus.NOT_ROBUST:
+                x, hit = np.asarray(chk.x, dtype=_F64), j
+                break
     status = next((s for s in _PRECEDENCE if s in verdicts), VerificationStatus.ROBUST)
     return Decision(status, x, hit, tuple(runs), tuple(order), b, milp.unstable_counts(mats, b), bounds_time,
                     time.perf_counter() - t0, tuple(babs), falsify_s)
