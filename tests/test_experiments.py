@@ -507,9 +507,11 @@ def test_closer_points_table_counts_proven_improvements_of_fs_upper_bound():
     recs = [rec(1, [sub("linear", True, 0.08), sub("activation", False, None)]),
             rec(2, [sub("linear", True, 0.1), sub("activation", True, 0.09)]),  # 0.1: the attack's own point
             rec(3, [sub("linear", None, None)])]  # a record from before the check: no say
-    lines = closer_points_markdown({"net": recs}).splitlines()
+    lines = closer_points_markdown({"net": recs, "other": recs[2:]}).splitlines()
     assert "| net | strong | linear 0.99 | 2 | 1 of 2 | 20% |" in lines
     assert "| net | strong | activation 0.99 | 2 | 1 of 2 | 10% |" in lines
     assert lines.index("| net | strong | linear 0.99 | 2 | 1 of 2 | 20% |") < lines.index(
         "| net | strong | activation 0.99 | 2 | 1 of 2 | 10% |")  # in the order of `methods`
+    alone = closer_points_markdown({"net": recs}).splitlines()  # one group: no column naming it
+    assert alone[0].startswith("| attack |") and "| strong | linear 0.99 | 2 | 1 of 2 | 20% |" in alone
     assert closer_points_markdown({"net": [recs[2]]}).startswith("No record")

@@ -412,8 +412,10 @@ def closer_points_markdown(groups: "Mapping[str, Records]", *, methods: Sequence
     row group), attack (strong; the paper's plain PGD where recorded) and substitute: on how many anchors
     g's closest point, re-checked on f in float64, is adversarial for f below ``d_adv``, and by how much
     (median of ``1 - f_upper / d_adv``).  Unlike the relative error, this needs no exact d_bnd(f): it is a
-    proven improvement of f's upper bound.  Records from before the check have no say."""
-    head = ["records", "attack", "substitute", "anchors checked", "closer point for f", "median gain"]
+    proven improvement of f's upper bound.  Records from before the check have no say.  With one group the
+    column naming it is left out."""
+    one = len(groups) == 1  # one group (a network's own page): no column naming it
+    head = ["records", "attack", "substitute", "anchors checked", "closer point for f", "median gain"][one:]
     body = []
     for name, recs in groups.items():
         for kind in ("substitutes", "plain"):
@@ -423,7 +425,7 @@ def closer_points_markdown(groups: "Mapping[str, Records]", *, methods: Sequence
                     gain = "—" if not r["closer"] else f"{100 * r['closer_gain']:.2g}%"
                     body.append([name, "strong" if kind == "substitutes" else "plain PGD",
                                  f"{r['method']} {r['gamma']}", str(r["n_checked"]),
-                                 f"{r['closer']} of {r['n_checked']}", gain])
+                                 f"{r['closer']} of {r['n_checked']}", gain][one:])
     if not body:
         return "No record re-checked the substitute's closest point on f yet."
     return _table(head, body)
