@@ -69,6 +69,7 @@ class BabOptions:
     root_iterations: int = 30
     lr_alpha: float = 0.2  # measured on mnist-cnna-clean at 0.5 d (benchmarks/results/hard.md): 4 steps at
     lr_beta: float = 0.1  # these rates closed the gap fastest per second among 0-16 steps and 0.05-0.2
+    recompute: bool = True  # children's intermediate bounds recomputed by CROWN (False: the parent's, clipped)
 
     def __post_init__(self):
         if (self.batch < 1 or self.max_domains < 1 or self.milp_leaf < 0 or self.iterations < 0
@@ -119,10 +120,13 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
     def bound(known, stale=None, splits=None, alpha0=None, mult0=None, iterations=0) -> list[_Domain | None]:
         b = len(known[0][0]) if known is not None else 1
         stacked = None if known is None else [(torch.stack(kl), torch.stack(ku)) for kl, ku in known]
-        res = compute_bounds_box(net, lo.expand((b,) + lo.shape[1:]), hi.expand((b,) + hi.shape[1:]),
-                                 method=BoundMethod.CROWN, intermediate="unstable", known=stacked,
-                                 recompute=None if stale is None else [torch.stack(s) for s in stale])
-        pre = [(l.reshape(b, -1), u.reshape(b, -1)) for l, u in res.pre_activation]
+        if stacked is not None and not options.recompute:
+            pre = [(l.reshape(b, -1), u.reshape(b, -1)) for l, u in stacked]
+        else:
+            res = compute_bounds_box(net, lo.expand((b,) + lo.shape[1:]), hi.expand((b,) + hi.shape[1:]),
+                                     method=BoundMethod.CROWN, intermediate="unstable", known=stacked,
+                                     recompute=None if stale is None else [torch.stack(s) for s in stale])
+            pre = [(l.reshape(b, -1), u.reshape(b, -1)) for l, u in res.pre_activation]
         empty = torch.zeros(b, dtype=torch.bool)
         for l, u in pre:  # an empty interval, beyond round-off: no input satisfies the subdomain's splits
             empty |= (l > u + 1e-9 * (1 + l.abs() + u.abs())).any(1)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .bab import BabResult
+from .bab import BabOptions, BabResult
 from . import milp
 from .milp import BoundsMethod, Objective, OutputSpec, SolverStatus, VerificationStatus
 from .network import ReluNetwork
@@ -177,6 +177,7 @@ def verify(
     bab_first_small: float = 0.5,
     milp_probe: float = 10.0,
     milp_first_below: int = 1000,
+    bab_options: BabOptions = BabOptions(),
 ) -> VerificationResult:
     """Problem (2): is ``f_label > f_t`` on the whole ball of radius ``eps`` (within ``domain``) for the
     ``target`` ``t`` (all other classes if None)?
@@ -192,12 +193,13 @@ def verify(
     ball first, then branch and bound on ReLU splits per target (:mod:`lsub_helpers.bab`) and the MILP: a
     first turn of branch and bound of at most ``bab_first`` s (``bab_first_small`` s if the MILP has at most
     ``milp_first_below`` binaries, and then a MILP probe of at most ``milp_probe`` s), a second turn of up to
-    ``bab`` s and the MILP with the rest of ``time_limit`` (see :func:`lsub_helpers.verification.decide`);
+    ``bab`` s and the MILP with the rest of ``time_limit`` (see :func:`lsub_helpers.verification.decide`),
+    branch and bound with ``bab_options``;
     the targets it proves need no MILP (they appear in ``bab_runs``, not in ``runs``).
     """
     opts = SolveOptions(solver=solver, threads=threads, time_limit=time_limit, mip_rel_gap=mip_rel_gap, polish=polish,
                         bab=bab, bab_first=bab_first, bab_first_small=bab_first_small,
-                        milp_probe=milp_probe, milp_first_below=milp_first_below)
+                        milp_probe=milp_probe, milp_first_below=milp_first_below, bab_options=bab_options)
     bopts = BoundOptions(bounds=bounds, tighten_lp=tighten_lp, screen=ScreenMethod(screen), domain=domain)
     return _verify(net, _flat(x0, net), net.check_label(label), float(eps), target, opts, bopts,
                    Budget(total_time_limit), verdict_only=verdict_only, verdict_target=verdict_target)
@@ -304,6 +306,7 @@ def boundary_distance(
     bab_first_small: float = 0.5,
     milp_probe: float = 10.0,
     milp_first_below: int = 1000,
+    bab_options: BabOptions = BabOptions(),
 ) -> DistanceResult:
     """Problem (1): the L-inf distance from ``x0`` to the decision boundary of ``label``.
 
@@ -321,7 +324,7 @@ def boundary_distance(
     only a counterexample below r could close the interval).  ``time_limit`` is per optimisation run,
     ``total_time_limit`` for the call (every LP and MILP draws on it).  ``bab`` > 0 (bisection): each eps gets
     an attack and branch and bound before its MILPs (see :func:`verify`, also for ``bab_first``,
-    ``bab_first_small``, ``milp_probe`` and ``milp_first_below``), all within ``time_limit``.
+    ``bab_first_small``, ``milp_probe``, ``milp_first_below`` and ``bab_options``), all within ``time_limit``.
     """
     try:
         method = DistanceMethod(method)
@@ -336,7 +339,7 @@ def boundary_distance(
     opts = SolveOptions(solver=solver, threads=threads, time_limit=time_limit,
                         mip_rel_gap=mip_rel_gap if direct else None, polish=polish, margin_tol=margin_tol,
                         exact_abs_tol=exact_abs_tol, bab=bab, bab_first=bab_first, bab_first_small=bab_first_small,
-                        milp_probe=milp_probe, milp_first_below=milp_first_below)
+                        milp_probe=milp_probe, milp_first_below=milp_first_below, bab_options=bab_options)
     bopts = BoundOptions(bounds=bounds, tighten_lp=tighten_lp, screen=ScreenMethod(screen), domain=domain)
     tolerance = dict(mip_rel_gap=mip_rel_gap if direct else None, bisection_tol=None if direct else tol,
                      open_tol=None if direct else open_tol,
