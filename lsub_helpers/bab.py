@@ -167,8 +167,9 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
     tie = itertools.count()
     heap = [(root.lower, next(tie), root)]
     count = 1
+    last_batch = 0.0  # seconds the last batch took: a batch that would end past the time limit is not started
     while heap:
-        if time_limit is not None and time.perf_counter() - t0 > time_limit:
+        if time_limit is not None and time.perf_counter() - t0 + last_batch > time_limit:
             return finish(BabStatus.OPEN, heap[0][0], count, len(heap))
         if len(heap) > options.max_domains:
             return finish(BabStatus.OPEN, heap[0][0], count, len(heap))
@@ -200,7 +201,7 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
                 heapq.heappush(heap, (p.lower, next(tie), p))
                 return finish(BabStatus.EXHAUSTED, heap[0][0], count, len(heap))
             layer, idx = where
-            stale = _affected(net, layer, idx)
+            stale = _affected(net, layer, idx) if options.recompute else [None] * len(net.activations)
             for side in (0, 1):  # 0: inactive (upper = 0), 1: active (lower = 0)
                 for j, (l, u) in enumerate(p.pre):
                     s = p.splits[j]
@@ -219,8 +220,10 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
                     children_mult[j].append(p.mult[j])
                 child_parent.append(p)
         stack = (lambda lists: [torch.stack(v) for v in lists])
+        tb = time.perf_counter()
         kids = bound(children_known, children_stale, stack(children_splits), stack(children_alpha),
                      stack(children_mult), options.iterations)
+        last_batch = time.perf_counter() - tb
         count += len(kids)
         if found[-1] is not None:
             return finish(BabStatus.FALSIFIED, -np.inf, count, len(heap) + len(kids), found[-1])

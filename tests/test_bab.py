@@ -137,8 +137,9 @@ def test_alpha_crown_improves_a_loose_bound():
 # ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("recompute", (True, False))
 @pytest.mark.parametrize("seed", range(12))
-def test_a_proof_by_branch_and_bound_has_a_positive_exact_optimum(seed):
+def test_a_proof_by_branch_and_bound_has_a_positive_exact_optimum(seed, recompute):
     net = conv_net(seed) if seed % 2 else dense_net(seed, sizes=(3, 8, 8, 3))
     if seed % 3 == 0:
         net = substitute(net, seed)
@@ -149,7 +150,8 @@ def test_a_proof_by_branch_and_bound_has_a_positive_exact_optimum(seed):
         if t == y:
             continue
         spec = OutputSpec.misclassified_as(y, t, net.num_classes)
-        r = bab_prove(net, lo.numpy(), hi.numpy(), spec, time_limit=20, options=BabOptions(batch=4))
+        r = bab_prove(net, lo.numpy(), hi.numpy(), spec, time_limit=20,
+                      options=BabOptions(batch=4, recompute=recompute))
         exact = _exact_min(net, lo, hi, spec)
         if r.status is BabStatus.PROVEN:
             assert exact > -1e-9, f"branch and bound proved a spec whose exact minimum is {exact}"
@@ -160,8 +162,10 @@ def test_a_proof_by_branch_and_bound_has_a_positive_exact_optimum(seed):
     assert outcomes
 
 
-def test_branch_and_bound_decides_small_networks_exactly_where_crown_alone_cannot():
-    # with its MILP leaves it is complete: every spec proven or falsified, as the exact optimum's sign says
+@pytest.mark.parametrize("recompute", (True, False))
+def test_branch_and_bound_decides_small_networks_exactly_where_crown_alone_cannot(recompute):
+    # with its MILP leaves it is complete: every spec proven or falsified, as the exact optimum's sign says;
+    # also when the children keep their parent's intermediate bounds (only the split neuron's clipped)
     beyond_crown = 0
     for width in (0.2, 0.3):
         for seed in range(20):
@@ -172,7 +176,8 @@ def test_branch_and_bound_decides_small_networks_exactly_where_crown_alone_canno
                 if t == y:
                     continue
                 spec = OutputSpec.misclassified_as(y, t, 3)
-                r = bab_prove(net, lo.numpy(), hi.numpy(), spec, time_limit=20)
+                r = bab_prove(net, lo.numpy(), hi.numpy(), spec, time_limit=20,
+                              options=BabOptions(recompute=recompute))
                 exact = _exact_min(net, lo, hi, spec)
                 if abs(exact) < 1e-6:
                     continue  # a tie: either answer is within the solver's tolerance
@@ -201,15 +206,17 @@ def test_branch_and_bound_gives_up_within_its_time_limit_and_rejects_an_empty_bo
         BabOptions(batch=0)
 
 
+@pytest.mark.parametrize("light", (False, True))
 @pytest.mark.parametrize("seed", range(6))
-def test_verify_with_branch_and_bound_agrees_with_the_plain_milp(seed):
+def test_verify_with_branch_and_bound_agrees_with_the_plain_milp(seed, light):
     net = conv_net(seed) if seed % 2 else dense_net(seed, sizes=(3, 8, 8, 3))
     gen = torch.Generator().manual_seed(seed)
     x0 = torch.rand(net.input_shape, generator=gen, dtype=F64)
     y = int(net.forward(x0.unsqueeze(0))[0].argmax())
     for eps in (0.02, 0.08, 0.2):
         plain = verify(net, x0, y, eps, time_limit=30, total_time_limit=60)
-        bab = verify(net, x0, y, eps, time_limit=30, total_time_limit=60, bab=10.0, screen="interval")
+        bab = verify(net, x0, y, eps, time_limit=30, total_time_limit=60, bab=10.0, screen="interval",
+                     bab_options=BabOptions(recompute=False, batch=64, iterations=2) if light else BabOptions())
         assert plain.status in (VerificationStatus.ROBUST, VerificationStatus.NOT_ROBUST)
         assert bab.status is plain.status, (eps, plain.status, bab.status)
         if bab.status is VerificationStatus.NOT_ROBUST:  # its point is re-checked in float64
