@@ -2,7 +2,7 @@
 
 With ``bab=30`` the campaign used to give branch and bound a first turn of up to 30 s per target before any
 MILP.  Where the MILP is small (the certified WK17a network, the substitutes) it decides a query in about a
-second, and a target branch and bound cannot prove cost 30 s before that MILP ran.  Three variants, back to
+second, and a target branch and bound cannot prove cost 30 s before that MILP ran.  The variants, back to
 back on each query:
 
 ``milp``      no branch and bound (``bab=0``, LP screening): the code before branch and bound;
@@ -12,6 +12,12 @@ back on each query:
               (0.5 s if the MILP has at most 1,000 binaries, and then a MILP probe of at most 10 s, at most
               half the target's share), a second turn of up to 30 s, the MILP, and time left over to the
               undecided targets.
+``bab-light`` the same schedule, but branch and bound keeps the parent's intermediate bounds in its children
+              (only the split neuron's clipped; the split constraints enter the bound through their
+              multipliers, as in beta-CROWN) and bounds 64 subdomains at once with 2 steps on the slopes and
+              multipliers (``BabOptions(recompute=False, batch=64, iterations=2)``): a subdomain costs about
+              a sixth as much (``mnist-cnna-adv2`` 3577 at 0.9 d, its worst target: 7,743 subdomains in 60 s
+              against 1,311; 17,663 with these batch and step counts).
 
 Three intermediate schedules measured on the way are kept in the records (run by the commits they name):
 ``bab-probe`` (a first turn of at most 2 s for every MILP, then a MILP probe of at most 2 s, commit 9dd7765),
@@ -23,11 +29,14 @@ Queries: (a) the exact distance of f by bisection (tol 1e-5, ``open_tol`` 1%, 60
 WK17a anchors near the boundary (the supplementary set's first anchors: there the MILP finishes); (b) the
 same for the linear substitute at gamma 0.9 of WK17a's first random anchor; (c) eps-verifications at 0.5 d
 and 0.9 d on random anchors of the normally and PGD-trained networks, where branch and bound is what
-decides (``bab-30`` against ``bab-probe`` only: the MILP alone decides none at 0.9 d, see ``hard.md``).
-Every verdict of the three variants must agree where two decide.  One JSON line per query goes to
+decides (``bab-30`` against ``bab-probe`` only: the MILP alone decides none at 0.9 d, see ``hard.md``);
+(``hard-all``) the same on every Table 1 network, ``bab-size`` against ``bab-light``; (``hard-d``) the
+distance of f by bisection, as the campaign runs it, on the first random anchor of ``mnist-cnna-adv2`` and
+``cnna_cifar10_sdp_adv4`` (run with one process per variant at the same time).
+Every verdict of the variants must agree where two decide.  One JSON line per query goes to
 ``benchmarks/results/bab_schedule.jsonl`` (resumable); ``--report`` writes ``bab_schedule.md``.
 
-    python benchmarks/bench_bab_schedule.py [--only wk17a-f wk17a-g hard]
+    python benchmarks/bench_bab_schedule.py [--only wk17a-f wk17a-g hard hard-all hard-d] [--variants ...]
     python benchmarks/bench_bab_schedule.py --report
 """
 from __future__ import annotations
@@ -153,7 +162,11 @@ def report() -> str:
     for case, title in (("wk17a-f", "Exact distance of f, WK17a anchors near the boundary"),
                         ("wk17a-g", "Exact distance of the linear substitute (gamma 0.9) of WK17a's first random "
                                     "anchor"),
-                        ("hard", "eps-verification at 0.5 d and 0.9 d on random anchors (60 s for the whole call)")):
+                        ("hard", "eps-verification at 0.5 d and 0.9 d on random anchors (60 s for the whole call)"),
+                        ("hard-all", "The same on every Table 1 network: children bounded with recomputed "
+                                     "intermediate bounds (bab-size) or with their parent's (bab-light)"),
+                        ("hard-d", "Distance of f by bisection on a random anchor of two hard networks (600 s cap; "
+                                   "lower / d: the proven lower bound over the attack distance)")):
         rows = [k for k in keys if k[0] == case]
         if not rows:
             continue
@@ -167,8 +180,11 @@ def report() -> str:
                 r = by.get(v)
                 if r is None:
                     cells.append("—")
-                elif case == "hard":
+                elif case in ("hard", "hard-all"):
                     cells.append(f"{r['status']} {r['time_s']:.1f} s")
+                elif case == "hard-d":
+                    cells.append(f"{r['status']}, lower / d = {r['lower'] / r['d_adv']:.3f}, {r['steps']} steps, "
+                                 f"{r['time_s']:.0f} s")
                 else:
                     cells.append(f"{r['status']} [{r['lower']:.5f}, {r['upper']:.5f}] {r['time_s']:.0f} s")
             verdicts = {by[v]["status"] for v in variants if v in by and by[v]["status"] in ("robust", "not_robust")}
@@ -176,10 +192,12 @@ def report() -> str:
             radius = "D" if k[3] is None else f"{k[3]} d"
             lines.append(f"| {k[1]} | {k[2]} | {radius} | " + " | ".join(cells) + " |")
         totals = []
-        for v in variants:
-            ts = [r["time_s"] for r in recs if r["case"] == case and r["variant"] == v]
-            dec = sum(r["status"] in DECIDED for r in recs if r["case"] == case and r["variant"] == v)
-            totals.append(f"{v}: {dec} of {len(ts)} decided, total {sum(ts):.0f} s, median {statistics.median(ts):.1f} s")
+        for v, frac in ((v, f) for v in variants for f in ((0.5, 0.9) if case == "hard-all" else (None,))):
+            mine = [r for r in recs if r["case"] == case and r["variant"] == v and frac in (None, r.get("fraction"))]
+            ts = [r["time_s"] for r in mine]
+            dec = sum(r["status"] in DECIDED for r in mine)
+            what = v if frac is None else f"{v} at {frac} d"
+            totals.append(f"{what}: {dec} of {len(ts)} decided, total {sum(ts):.0f} s, median {statistics.median(ts):.1f} s")
         lines += ["", "; ".join(totals) + " (undecided queries counted at the time they took).", ""]
     lines += [f"Verdicts that disagree between variants (both decided): {disagree}.", ""]
     return "\n".join(lines)
