@@ -382,28 +382,60 @@ def attack_comparison(records: Records) -> list[dict]:
     return out
 
 
+def _comparison_pairs(comparison: Sequence[dict]) -> list[tuple[str, str, float, list[tuple[float, float]]]]:
+    """Per attack kind and substitute in :func:`attack_comparison`'s rows: (kind, method, gamma, pairs of the
+    relative errors (d_adv, d_bnd(g)) on the anchors where both are known)."""
+    keys = list(dict.fromkeys(k for row in comparison for k in row if k.startswith(("strong_", "plain_"))
+                              and not k.endswith("_attack")))
+    out = []
+    for key in keys:
+        kind, method, gamma = key.split("_", 2)
+        pairs = [(row[f"{kind}_attack"], row[key]) for row in comparison
+                 if row.get(key) is not None and row.get(f"{kind}_attack") is not None]
+        if pairs:
+            out.append((kind, method, float(gamma), pairs))
+    return out
+
+
 def attack_comparison_markdown(comparison: Sequence[dict]) -> str:
     """The rows of :func:`attack_comparison` in one table: per attack (strong, plain PGD) and substitute
     (pruner and gamma), on how many anchors d_bnd(g) is closer to d_bnd(f) than the d_adv it was built from,
     and the median relative errors of both (the attack alone is the baseline the substitute must beat)."""
     head = ["attack", "substitute", "anchors", "g closer than its attack", "median error of d_adv",
             "median error of d_bnd(g)"]
-    keys = list(dict.fromkeys(k for row in comparison for k in row if k.startswith(("strong_", "plain_"))
-                              and not k.endswith("_attack")))
     body = []
-    for key in keys:
-        kind, method, gamma = key.split("_", 2)
-        pairs = [(row[f"{kind}_attack"], row[key]) for row in comparison
-                 if row.get(key) is not None and row.get(f"{kind}_attack") is not None]
-        if not pairs:
-            continue
+    for kind, method, gamma, pairs in _comparison_pairs(comparison):
         closer = sum(g < a for a, g in pairs)
-        body.append([kind if kind == "strong" else "plain PGD", f"{method} {gamma}", str(len(pairs)),
+        body.append([kind if kind == "strong" else "plain PGD", f"{method} {gamma:g}", str(len(pairs)),
                      f"{closer} of {len(pairs)}", f"{100 * _stats(a for a, _ in pairs)['median']:.2g}%",
                      f"{100 * _stats(g for _, g in pairs)['median']:.2g}%"])
     if not body:
         return "No anchor with an exact d_bnd(f) and an exact d_bnd(g) from both attacks."
     return _table(head, body)
+
+
+def attack_findings(comparison: Sequence[dict]) -> str:
+    """:func:`attack_comparison`'s rows in sentences: per attack, its median relative error, the substitute
+    with the smallest median error (among those with an exact distance on at least half the anchors) and on
+    how many anchors it is closer than the attack, and whether it beats the attack alone."""
+    sentences = []
+    pairs = _comparison_pairs(comparison)
+    for kind, name in (("strong", "the strong attack"), ("plain", "the paper's plain PGD")):
+        mine = [(m, g, p) for k, m, g, p in pairs if k == kind]
+        if not mine:
+            continue
+        most = max(len(p) for _, _, p in mine)
+        method, gamma, best = min(((m, g, p) for m, g, p in mine if 2 * len(p) >= most),
+                                  key=lambda t: _stats(e for _, e in t[2])["median"])
+        att = _stats(a for a, _ in best)["median"]
+        sub = _stats(e for _, e in best)["median"]
+        closer = sum(e < a for a, e in best)
+        verdict = ("the substitute adds information" if sub < att else
+                   "the attack alone is the better estimate")
+        sentences.append(f"With {name}, d_adv is off by a median {100 * att:.2g}%; the best substitute, "
+                         f"{method} at gamma {gamma:g}, by {100 * sub:.2g}%, and it is closer than its attack on "
+                         f"{closer} of {len(best)} anchors: {verdict}.")
+    return " ".join(sentences) if sentences else "No anchor with an exact d_bnd(f) and both attacks."
 
 
 def closer_points_markdown(groups: "Mapping[str, Records]", *, methods: Sequence[str] = ("linear", "activation"),
