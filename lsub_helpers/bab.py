@@ -1,18 +1,23 @@
 """Branch and bound on ReLU splits: proving one output specification over a box where one MILP is too big.
 
 The box is split into subdomains by fixing unstable ReLUs (``z >= 0``: the neuron is the identity; ``z <= 0``:
-it is zero). Each subdomain is bounded by CROWN with the pre-activation bounds of its parent intersected layer
-by layer and the fixed neurons clipped (:func:`lsub_helpers.bounds.compute_bounds_box` with ``known``), which
-tightens the bounds of every later layer; the violation ``max_k (mat @ f(x) - rhs)_k`` of the spec is then
-bounded from below by one back-substitution. A subdomain whose bound shows the unsafe set unreachable, or
+it is zero). A subdomain keeps the pre-activation bounds of its parent with the fixed neuron's clipped, and the
+violation ``max_k (mat @ f(x) - rhs)_k`` of the spec is bounded from below on it by one back-substitution in
+which the split constraints enter through their multipliers (below), as beta-CROWN does by default.  With
+``BabOptions(recompute=True)`` the intermediate bounds of every child are recomputed by CROWN first
+(:func:`lsub_helpers.bounds.compute_bounds_box` with ``known``: the parent's bounds intersected layer by layer),
+which tightens the bounds of every later layer but costs about six times as much per subdomain; measured side
+by side on every Table 1 network (``benchmarks/bench_bab_schedule.py``, ``hard-all``: eps-verifications at 0.5
+and 0.9 times the attack distance), the parent's bounds decided the same queries, those at 0.5 d 2.7 times
+faster in total.  A subdomain whose bound shows the unsafe set unreachable, or
 whose bounds are empty (no input satisfies its splits), is closed; the others are split again, worst bound
 first, on the neuron whose upper-line intercept costs the bound most (the BaBSR score of Bunel et al., 2020,
 read off the gradient of the bound). The spec is proven when no subdomain is left open.
 
 Everything is sound: every bound holds on its subdomain (float64, up to round-off), a child never reports a
-worse bound than its parent. The intermediate bounds of a subdomain come from CROWN without its split
-constraints (alpha-beta-CROWN also optimises those), so more subdomains are needed for the same proof than
-there, and a subdomain with every ReLU fixed need not be closed by its bound. So a subdomain with at most
+worse bound than its parent. The intermediate bounds of a subdomain ignore its split constraints (except the
+split neurons' own; alpha-beta-CROWN can also optimise those), so more subdomains are needed for the same
+proof than there, and a subdomain with every ReLU fixed need not be closed by its bound. So a subdomain with at most
 ``milp_leaf`` unstable ReLUs left goes to the MILP of :mod:`lsub_helpers.milp` built on the subdomain's own
 bounds (at most ``milp_leaf`` binaries; the split signs are among its constraints), which decides it exactly.
 Each bound comes with the point of the box that minimises its linear function; these points are evaluated, and
@@ -62,14 +67,17 @@ class BabOptions:
     """``batch`` subdomains are split at once (2 x batch children bounded together); at most ``max_domains``
     open subdomains are kept (each holds its layer bounds: about 24 bytes per neuron)."""
 
-    batch: int = 8
+    # batch and iterations measured on mnist-cnna-adv2 3577 at 0.9 d, its worst target, 60 s: (8, 4) 7,743
+    # subdomains, bound -3.0; (32, 2) 11,199, -2.7; (32, 8) 7,167, -3.0; (64, 2) 17,663, -2.6 (with recompute:
+    # (8, 4) 1,311 subdomains, -3.9)
+    batch: int = 64
     max_domains: int = 10_000
     milp_leaf: int = 12  # a subdomain with at most this many unstable ReLUs is decided by its MILP
-    iterations: int = 4  # Adam steps on the slopes and split multipliers per batch of subdomains (0: CROWN)
+    iterations: int = 2  # Adam steps on the slopes and split multipliers per batch of subdomains (0: CROWN)
     root_iterations: int = 30
     lr_alpha: float = 0.2  # measured on mnist-cnna-clean at 0.5 d (benchmarks/results/hard.md): 4 steps at
     lr_beta: float = 0.1  # these rates closed the gap fastest per second among 0-16 steps and 0.05-0.2
-    recompute: bool = True  # children's intermediate bounds recomputed by CROWN (False: the parent's, clipped)
+    recompute: bool = False  # children's intermediate bounds recomputed by CROWN (False: the parent's, clipped)
 
     def __post_init__(self):
         if (self.batch < 1 or self.max_domains < 1 or self.milp_leaf < 0 or self.iterations < 0
