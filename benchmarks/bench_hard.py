@@ -150,6 +150,36 @@ def tightening(names, n: int, budget: float) -> None:
             print("tightening", name, rec["index"], [(q["fraction"], q["unstable_crown"], q["unstable_lp"]) for q in out["fractions"]], flush=True)
 
 
+PROBE_FRACTIONS = (0.99, 0.97, 0.95, 0.93, 0.9)
+
+
+def probe(names, n: int, restarts: int = 64, steps: int = 200) -> None:
+    """Is the attack distance d close to D?  A heavy PGD (``restarts`` random starts, ``steps`` steps each) at
+    fractions of d below it, on the first ``n`` anchors: a point it finds (re-checked by the attack) proves
+    D below that fraction; if it finds none, an exact D needs proofs up to there.  One JSON line per anchor in
+    ``hard/probe.jsonl``."""
+    from lsub_helpers.attacks import pgd
+
+    path = OUT / "probe.jsonl"
+    done = _resume(path)
+    for name in names:
+        f, xs, ys = _network(name)
+        for i in sample_anchors(f, xs, ys, n, seed=0):
+            if (name, i) in done:
+                continue
+            x0, y = xs[i].to(torch.float64), int(ys[i])
+            adv = min_distance_attack(f, x0, y)
+            found = {}
+            t = time.perf_counter()
+            for frac in PROBE_FRACTIONS:
+                found[str(frac)] = pgd(f, x0, y, frac * adv.distance, steps=steps, restarts=restarts, seed=1).success
+            out = dict(network=name, index=i, commit=code_commit(), date=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                       d_adv=adv.distance, restarts=restarts, steps=steps, found=found,
+                       time_s=time.perf_counter() - t)
+            append_record(path, out)
+            print("probe", name, i, found, flush=True)
+
+
 def _finite(v):
     return None if v is None or not math.isfinite(v) else float(v)
 
@@ -253,10 +283,14 @@ def main(argv=None) -> int:
     ap.add_argument("--bab", type=float, default=30.0, help="seconds of branch and bound per target (bab variant)")
     ap.add_argument("--tightening", type=float, default=None, metavar="SECONDS",
                     help="only measure LP tightening (this budget) and alpha-CROWN at the root on the first anchors")
+    ap.add_argument("--probe", action="store_true",
+                    help="only a heavy PGD at 0.9-0.99 d on the first --anchors anchors: is d close to D?")
     ap.add_argument("--report", action="store_true", help="only write benchmarks/results/hard.md from the records")
     args = ap.parse_args(argv)
     if args.tightening is not None:
         tightening(args.only or list(NETWORKS), args.anchors, args.tightening)
+    elif args.probe:
+        probe(args.only or list(NETWORKS), args.anchors)
     elif args.distance:
         distances(args.only or list(NETWORKS), args.anchors, args.time_limit, args.cap, args.bab)
     elif not args.report:
