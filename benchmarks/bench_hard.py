@@ -11,12 +11,14 @@ whole call, in two variants run back to back on the same query:
 
 plus the unstable neurons per layer that CROWN leaves.  ``--distance`` computes the exact distance by bisection
 within 600 s with the ``bab`` variant for the anchors already measured (``hard/distance.jsonl``);
-``--tightening S`` measures LP tightening (S s) and optimised slopes at the root (``hard/tightening.jsonl``).  One JSON line per anchor goes to
-``benchmarks/results/hard/<network>.jsonl`` (resumable); ``--report`` writes ``benchmarks/results/hard.md``.
+``--tightening S`` measures LP tightening (S s) and optimised slopes at the root (``hard/tightening.jsonl``);
+``--probe`` runs a heavy PGD at 0.9-0.99 d, to see how close d is to D (``hard/probe.jsonl``).  One JSON
+line per anchor goes to ``benchmarks/results/hard/<network>.jsonl`` (resumable); ``--report`` writes
+``benchmarks/results/hard.md``.
 The records of the first measurement (before branch and bound existed) are kept in ``hard/before/``.
 
     python benchmarks/bench_hard.py --anchors 4 [--only mnist-cnna-clean]
-    python benchmarks/bench_hard.py --anchors 2 --distance        # then --tightening 30
+    python benchmarks/bench_hard.py --anchors 2 --distance        # then --tightening 30, or --probe
     python benchmarks/bench_hard.py --report
 """
 from __future__ import annotations
@@ -236,6 +238,18 @@ def report() -> str:
                   "| network | status | lower | upper | time (s) |", "|---|---|---|---|---|"]
         fmt = (lambda v: "—" if v is None else f"{v:.5f}")
         lines += [f"| {n} | {s} | {fmt(lo)} | {fmt(up)} | {t:.0f} |" for s, t, lo, up, n in times]
+    probes = load_records(OUT / "probe.jsonl")
+    if probes:
+        r0 = probes[0]
+        lines += ["", f"How close is the attack distance d to D?  (`--probe`): a heavy PGD ({r0['restarts']} random "
+                  f"starts, {r0['steps']} steps each) at fractions of d; a point found proves D below that radius, "
+                  "none found means an exact D needs proofs up to there.  Anchors with a point found, per radius:", "",
+                  "| network | anchors | " + " | ".join(f"{f} d" for f in PROBE_FRACTIONS) + " |",
+                  "|---|---|" + "---|" * len(PROBE_FRACTIONS)]
+        for name in dict.fromkeys(r["network"] for r in probes):
+            mine = [r for r in probes if r["network"] == name]
+            lines.append(f"| {name} | {len(mine)} | " + " | ".join(
+                str(sum(bool(r["found"].get(str(f))) for r in mine)) for f in PROBE_FRACTIONS) + " |")
     return "\n".join(lines + _campaign_lines()) + "\n"
 
 
