@@ -537,3 +537,10 @@ def test_attack_findings_name_the_best_substitute_and_say_whether_it_beats_the_a
     assert ("With the paper's plain PGD, d_adv is off by a median 10%; the best substitute, linear at gamma 0.99, "
             "by 5%, and it is closer than its attack on 3 of 3 anchors: the substitute adds information.") in text
     assert attack_findings([]).startswith("No anchor")
+
+
+def test_attack_comparison_prints_large_errors_as_whole_percentages():
+    from lsub_helpers.experiments import attack_comparison_markdown
+
+    cmp = [{"index": 1, "d_bnd": 1.0, "strong_attack": 0.006, "strong_constant_0.99": 9.88}]
+    assert "| strong | constant 0.99 | 1 | 0 of 1 | 0.6% | 988% |" in attack_comparison_markdown(cmp).splitlines()

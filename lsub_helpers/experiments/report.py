@@ -382,6 +382,11 @@ def attack_comparison(records: Records) -> list[dict]:
     return out
 
 
+def _percent(v: float) -> str:
+    """A fraction as a percentage with two significant digits, whole numbers from 100% on (990%, not 9.9e+02%)."""
+    return f"{100 * v:.0f}%" if abs(v) >= 1 else f"{100 * v:.2g}%"
+
+
 def _comparison_pairs(comparison: Sequence[dict]) -> list[tuple[str, str, float, list[tuple[float, float]]]]:
     """Per attack kind and substitute in :func:`attack_comparison`'s rows: (kind, method, gamma, pairs of the
     relative errors (d_adv, d_bnd(g)) on the anchors where both are known)."""
@@ -407,8 +412,8 @@ def attack_comparison_markdown(comparison: Sequence[dict]) -> str:
     for kind, method, gamma, pairs in _comparison_pairs(comparison):
         closer = sum(g < a for a, g in pairs)
         body.append([kind if kind == "strong" else "plain PGD", f"{method} {gamma:g}", str(len(pairs)),
-                     f"{closer} of {len(pairs)}", f"{100 * _stats(a for a, _ in pairs)['median']:.2g}%",
-                     f"{100 * _stats(g for _, g in pairs)['median']:.2g}%"])
+                     f"{closer} of {len(pairs)}", _percent(_stats(a for a, _ in pairs)['median']),
+                     _percent(_stats(g for _, g in pairs)['median'])])
     if not body:
         return "No anchor with an exact d_bnd(f) and an exact d_bnd(g) from both attacks."
     return _table(head, body)
@@ -432,8 +437,8 @@ def attack_findings(comparison: Sequence[dict]) -> str:
         closer = sum(e < a for a, e in best)
         verdict = ("the substitute adds information" if sub < att else
                    "the attack alone is the better estimate")
-        sentences.append(f"With {name}, d_adv is off by a median {100 * att:.2g}%; the best substitute, "
-                         f"{method} at gamma {gamma:g}, by {100 * sub:.2g}%, and it is closer than its attack on "
+        sentences.append(f"With {name}, d_adv is off by a median {_percent(att)}; the best substitute, "
+                         f"{method} at gamma {gamma:g}, by {_percent(sub)}, and it is closer than its attack on "
                          f"{closer} of {len(best)} anchors: {verdict}.")
     return " ".join(sentences) if sentences else "No anchor with an exact d_bnd(f) and both attacks."
 
@@ -454,7 +459,7 @@ def closer_points_markdown(groups: "Mapping[str, Records]", *, methods: Sequence
             rows = {(r["method"], r["gamma"]): r for r in table1(recs, substitutes=kind)}
             for r in (rows[k] for k in ((m, g) for m in methods for g in gammas) if k in rows):
                 if r["n_checked"]:
-                    gain = "—" if not r["closer"] else f"{100 * r['closer_gain']:.2g}%"
+                    gain = "—" if not r["closer"] else _percent(r["closer_gain"])
                     body.append([name, "strong" if kind == "substitutes" else "plain PGD",
                                  f"{r['method']} {r['gamma']}", str(r["n_checked"]),
                                  f"{r['closer']} of {r['n_checked']}", gain][one:])
