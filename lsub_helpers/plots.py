@@ -21,6 +21,7 @@ __all__ = [
     "closest_adversarial_grid",
     "substitute_views",
     "substitute_grid",
+    "attack_scatter",
 ]
 
 CLASS_COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3")
@@ -216,3 +217,26 @@ def substitute_grid(
             else:
                 axes[r, c].set_title(f"{name}, \u03b3={gm}\n" + axes[r, c].get_title(), fontsize=9)
     return fig
+
+
+def attack_scatter(ax: plt.Axes, comparison: Sequence[dict], gamma: float, title: str | None = None) -> None:
+    """Does the substitute beat its attack?  On ``ax``, per anchor of ``comparison`` (the rows of
+    :func:`lsub_helpers.experiments.attack_comparison`), the relative error of d_adv (x) against that of the
+    linear and activation substitutes at ``gamma`` built from it (y), for the strong attack (circles) and the
+    plain PGD (squares), with the diagonal: below it the substitute is closer to d_bnd(f) than its attack."""
+    lim = 1e-6
+    for kind, marker in (("strong", "o"), ("plain", "s")):
+        for method, colour in (("linear", "C0"), ("activation", "C1")):
+            key = f"{kind}_{method}_{gamma}"
+            pts = [(r[f"{kind}_attack"], r[key]) for r in comparison
+                   if r.get(key) is not None and r.get(f"{kind}_attack") is not None]
+            if pts:
+                a, g = zip(*pts)
+                lim = max(lim, *a, *g)
+                ax.scatter(a, g, marker=marker, color=colour, alpha=0.7, label=f"{method}, {kind} attack")
+    ax.plot([0, lim], [0, lim], "k:", lw=1)
+    ax.set_xlabel("relative error of d_adv (the attack alone)")
+    ax.set_ylabel("relative error of d_bnd(g)")
+    ax.set_title(title or f"gamma {gamma}", fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)

@@ -544,3 +544,23 @@ def test_attack_comparison_prints_large_errors_as_whole_percentages():
 
     cmp = [{"index": 1, "d_bnd": 1.0, "strong_attack": 0.006, "strong_constant_0.99": 9.88}]
     assert "| strong | constant 0.99 | 1 | 0 of 1 | 0.6% | 988% |" in attack_comparison_markdown(cmp).splitlines()
+
+
+def test_attack_scatter_plots_one_point_per_anchor_and_the_diagonal():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from lsub_helpers.plots import attack_scatter
+
+    cmp = [{"index": 1, "d_bnd": 1.0, "strong_attack": 0.01, "plain_attack": 0.2, "strong_linear_0.9": 0.005,
+            "plain_linear_0.9": 0.1, "strong_linear_0.99": 9.0},
+           {"index": 2, "d_bnd": 1.0, "strong_attack": 0.02, "plain_attack": None, "strong_linear_0.9": 0.03,
+            "plain_linear_0.9": 0.05}]
+    fig, ax = plt.subplots()
+    attack_scatter(ax, cmp, 0.9)
+    sizes = sorted(len(c.get_offsets()) for c in ax.collections)
+    assert sizes == [1, 2]  # strong linear on both anchors; plain linear only where the plain attack exists
+    (diag,) = ax.lines
+    assert list(diag.get_xdata()) == [0, 0.2]  # up to the largest plotted error, not the 0.99 substitute's 9.0
+    assert ax.get_title() == "gamma 0.9"
+    plt.close(fig)
