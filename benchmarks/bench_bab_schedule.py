@@ -67,13 +67,12 @@ VARIANTS = {
 }
 EARLIER = ("bab-probe", "bab-probe10", "bab-size0")  # in the records only (see the docstring)
 WK17A_NEAR = (8, 62, 92, 115)  # the supplementary set's first anchors (d_adv <= 0.1, not certified at 0.1)
-HARD = {"mnist-cnna-clean": ("mnist", "mnist"), "mnist-cnna-adv2": ("mnist", "mnist"),
-        "cnna_cifar10_sdp_adv4": ("cifar10", "cifar10/cifar10_test_first100.npz")}
 _CIFAR = ("cifar10", "cifar10/cifar10_test_first100.npz")
 HARD_ALL = {"mnist-cnna-clean": ("mnist", "mnist"), "mnist-cnna-adv1": ("mnist", "mnist"),  # every Table 1 network
             "mnist-cnna-adv2": ("mnist", "mnist"), "cnna_cifar10_sdp_mix": _CIFAR, "cnna_cifar10_sdp_adv": _CIFAR,
             "cnna_cifar10_sdp_adv4": _CIFAR}
-HARD_D = {"mnist-cnna-adv2": ("mnist", "mnist"), "cnna_cifar10_sdp_adv4": _CIFAR}
+HARD = {name: HARD_ALL[name] for name in ("mnist-cnna-clean", "mnist-cnna-adv2", "cnna_cifar10_sdp_adv4")}
+HARD_D = {name: HARD_ALL[name] for name in ("mnist-cnna-adv2", "cnna_cifar10_sdp_adv4")}
 DECIDED = ("robust", "not_robust", "exact")
 
 

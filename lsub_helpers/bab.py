@@ -198,7 +198,7 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
         if not parents:
             continue
         children_known: list[list[Tensor]] = [[[], []] for _ in net.activations]
-        children_stale: list[list[Tensor]] = [[] for _ in net.activations]
+        children_stale = [[] for _ in net.activations] if options.recompute else None
         children_splits: list[list[Tensor]] = [[] for _ in net.activations]
         children_alpha: list[list[Tensor]] = [[] for _ in net.activations]
         children_mult: list[list[Tensor]] = [[] for _ in net.activations]
@@ -209,7 +209,7 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
                 heapq.heappush(heap, (p.lower, next(tie), p))
                 return finish(BabStatus.EXHAUSTED, heap[0][0], count, len(heap))
             layer, idx = where
-            stale = _affected(net, layer, idx) if options.recompute else [None] * len(net.activations)
+            stale = _affected(net, layer, idx) if options.recompute else None
             for side in (0, 1):  # 0: inactive (upper = 0), 1: active (lower = 0)
                 for j, (l, u) in enumerate(p.pre):
                     s = p.splits[j]
@@ -222,7 +222,8 @@ def bab_prove(net: ReluNetwork, lower, upper, spec: OutputSpec, *, time_limit: f
                         s[idx] = 1 if side else -1
                     children_known[j][0].append(l)
                     children_known[j][1].append(u)
-                    children_stale[j].append(stale[j])
+                    if stale is not None:
+                        children_stale[j].append(stale[j])
                     children_splits[j].append(s)
                     children_alpha[j].append(p.alpha[j])
                     children_mult[j].append(p.mult[j])
