@@ -238,6 +238,8 @@ def decide(net: ReluNetwork, lower, upper, specs: Sequence[OutputSpec], *, opts:
         built = j not in models
         if built:
             models[j] = milp.build_model(net, lower, upper, b, spec=specs[j], _mats=mats)
+            if lim is not None:  # building a model with a thousand binaries takes seconds of the call's time
+                lim = max(min(lim, budget.left()), 0.0)
         model = models[j]
         res = milp.solve_model(model, solver=opts.solver, time_limit=lim, threads=opts.threads,
                                mip_rel_gap=opts.mip_rel_gap, objective_bound=0.0 if stop_early else None,

@@ -329,6 +329,36 @@ def test_time_limit_is_a_timeout():
     assert r.status is DistanceStatus.TIMEOUT and r.value is None and r.lower <= r.upper
 
 
+def test_model_building_draws_on_the_calls_time_budget(monkeypatch):
+    """A model with a thousand binaries takes seconds to build: the solver gets what is left of the call's
+    budget after the build, not what was left before it (a 60 s call overran by the build time)."""
+    import time
+
+    from lsub_helpers import verification
+
+    net = _net((20, 40, 40, 10), 2, scale=1.0)
+    x0 = torch.full((20,), 0.5, dtype=torch.float64)
+    label = int(net.forward(x0[None])[0].argmax())
+    build, solve, seen = milp.build_model, milp.solve_model, []
+
+    def slow_build(*args, **kwargs):
+        time.sleep(0.6)
+        return build(*args, **kwargs)
+
+    def recorded_solve(model, **kwargs):
+        seen.append((time.perf_counter(), kwargs["time_limit"]))
+        return solve(model, **kwargs)
+
+    monkeypatch.setattr(verification.milp, "build_model", slow_build)
+    monkeypatch.setattr(verification.milp, "solve_model", recorded_solve)
+    t0 = time.perf_counter()  # the call's budget starts after this
+    v = verify(net, x0, label, 0.5, bounds="ibp", time_limit=5.0, total_time_limit=5.0, screen="none")
+    assert seen, "no MILP was solved"
+    for start, limit in seen:  # no run may be allowed to end past the call's budget
+        assert limit <= max(5.0 - (start - t0), 0.0) + 0.05  # (the bookkeeping between the two clocks)
+    assert v.status in (VerificationStatus.TIMEOUT, VerificationStatus.NOT_ROBUST, VerificationStatus.ROBUST)
+
+
 def test_misclassified_anchor():
     net = _net((2, 3, 3, 3), TINY[0])
     x0, label = _anchor(net, TINY[0])
