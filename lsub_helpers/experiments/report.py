@@ -196,8 +196,7 @@ def table1_markdown(rows: Sequence[dict], *, network: str | None = None) -> str:
                  f"{_pm(r['run_without'], r['run_without_std'])} (n={r['runs_without']})",
                  _g(r["ratio_median"]),
                  f"{_g(r['estimate_s_median'])} / {_g(r['exact_s_median'])}",
-                 f"{r['inside']}/{r['n_open']} (attack {r['attack_inside']}), {_g(r['open_width'], '.2%')}"
-                 if r["n_open"] else "-"]
+                 _open_cell(r, ".2%", "-")]
         if network is not None:
             cells.insert(0, network)
         lines.append("| " + " | ".join(cells) + " |")
@@ -227,6 +226,13 @@ def _pmc(mean: float, std: float) -> str:
 
 def _pm_n(mean: float, std: float, n: int) -> str:
     return "—" if not n else f"{_pmc(mean, std)} ({n})"
+
+
+def _open_cell(r: dict, width: str, empty: str) -> str:
+    """Where f did not finish: estimates inside f's interval / anchors (the attack's count), median width."""
+    if not r["n_open"]:
+        return empty
+    return f"{r['inside']}/{r['n_open']} (attack {r['attack_inside']}), {_g(r['open_width'], width)}"
 
 
 def _mean_n(mean: float, n: int) -> str:
@@ -270,8 +276,7 @@ def _quality_cells(r: dict) -> list[str]:
             _pmc(r["rel_diff"], r["rel_diff_std"]) if n else "—", _num(r["rel_diff_median"]) if n else "—",
             _pmc(r["attack_rel"], r["attack_rel_std"]) if n else "—", _num(r["attack_rel_median"]) if n else "—",
             f"{r['collapsed']}",
-            f"{r['inside']}/{r['n_open']} (attack {r['attack_inside']}), {_g(r['open_width'], '.0%')}"
-            if r["n_open"] else "—"]
+            _open_cell(r, ".0%", "—")]
 
 
 def _speed_cells(r: dict) -> list[str]:
