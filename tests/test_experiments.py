@@ -75,6 +75,59 @@ def test_table1_by_hand():
     assert md.count("\n") == 3 and "| toy | linear | 0.9 | 1 / 3 | 0.1 ± 0, 0.1 (n=1) | 0.2 ± 0, 0.2 |" in md
 
 
+def _open_anchor(i, value):
+    """An anchor where f did not finish (proven interval [0.15, 0.3], d_adv 0.3) and activation 0.99 estimates
+    ``value``."""
+    return dict(index=i, label=0, status="ok", d_adv=0.3, attack_s=1.0, schema=2, commit=None, machine=None,
+                date=None, versions=None, config={"tol": 1e-6},
+                f=_dist(None, [_run(0.1, "timeout", 60.0)], status="timeout", lower=0.15, upper=0.3),
+                substitutes=[dict(method="activation", gamma=0.99, prune_s=0.1,
+                                  g=_dist(value, [_run(0.1, "robust", 1.0)], time_s=2.0))])
+
+
+def test_estimates_outside_f_interval_by_hand():
+    """Where f did not finish: an estimate above f's proven upper end (g claims robustness beyond a point proven
+    adversarial), one below its lower end, each with the least relative error any d_bnd(f) in the interval
+    allows, and an estimate within the recorded bisection tolerance of an end counted inside."""
+    anchor = _open_anchor
+    rows = table1([anchor(0, 0.45), anchor(1, 0.1), anchor(2, 0.3 + 5e-7), anchor(3, 0.15 - 5e-7)])
+    (r,) = rows
+    assert (r["n_open"], r["inside"], r["over"], r["under"]) == (4, 2, 1, 1)
+    # (0.45 - 0.3) / 0.3 = 0.5 above; (0.15 - 0.1) / 0.15 = 1/3 below; 0 for the two within the tolerance
+    assert r["min_err_max"] == pytest.approx(0.5) and r["min_err_median"] == pytest.approx((0 + 1 / 3) / 2)
+    assert r["attack_inside"] == 4 and r["estimate_f_exact"] == 0 and r["n_estimate"] == 4
+    assert "| activation | 0.99 | 0 | — | — | 0/4 | 2/4 (attack 4), 50% | 1/4 | 0.17 (0.5) |" in table1_quality_markdown(rows)
+    # without the recorded tolerance the two near the ends count outside
+    strict = [dict(a, config={}) for a in (anchor(2, 0.3 + 5e-7), anchor(3, 0.15 - 5e-7))]
+    assert table1(strict)[0]["inside"] == 0
+
+
+def test_findings_and_conclusions_are_computed_from_the_records():
+    """The summary's sentences: a proven overestimate named with its count and least error, f's interval width
+    over all its anchors, the estimate's time against f's as a lower bound where f did not finish, and the
+    pooled conclusions (no exact d_bnd(f): the paper's measure cannot be checked)."""
+    from lsub_helpers.experiments import conclusions_markdown, row_group_findings
+
+    records = {"mnist-wk17a": [_open_anchor(0, 0.45), _open_anchor(1, 0.2), _open_anchor(2, 0.6)]}
+    findings = row_group_findings(records)
+    wk = next(line for line in findings.splitlines() if "mnist wk17a" in line)
+    assert "3 anchors" in wk and "d_bnd(f) exact on 0" in wk and "median width of 50%" in wk
+    assert "inside f's proven interval on 1 of 3 (activation 0.99)" in wk
+    # above f on anchors 0 and 2: least errors 0.5 and 1.0, median 75% of those, up to 100%
+    assert "activation 0.99 on 2 of 3, by at least 75% in the median of those (up to 100%)" in wk
+    # estimate 1 + 0.1 + 2 = 3.1 s per anchor; f 1 + 10 = 11 s, unfinished everywhere: a lower bound
+    assert "activation 0.99 3.1 s against at least 11 s for f (all 3 anchors)" in wk
+    assert "x faster" not in wk
+    assert "* **mnist clean** (`mnist-cnna-clean`): no records yet." in findings
+    conclusions = conclusions_markdown(records)
+    assert "The paper's measure cannot be checked here" in conclusions and "none of the 3 random anchors" in conclusions
+    assert "activation 0.99 on 2 of 3 anchors" in conclusions and "1 of 3 (activation 0.99)" in conclusions
+    # once f is exact, the conclusions say on how many anchors the paper's measure rests instead
+    exact = dict(RECORDS[0], schema=2, commit=None, machine=None, date=None, versions=None, config={})
+    assert "finished on 1 of the 4 random anchors" in conclusions_markdown(
+        {"mnist-wk17a": records["mnist-wk17a"] + [exact]})
+
+
 def _columns(md: str) -> set[int]:
     return {line.count("|") - 1 for line in md.splitlines() if line.startswith("|")}
 
@@ -85,10 +138,14 @@ def test_table1_as_two_tables_that_fit_a_page():
     rows = table1(RECORDS)
     quality, speed = table1_quality_markdown(rows), table1_speed_markdown(rows)
     assert _columns(quality) == {9} and _columns(speed) == {8}
-    assert "| linear | 0.9 | 1 | 0.1 ± 0 | 0.1 | 0.2 ± 0 | 0.2 | 0 | 1/1 (attack 1), 50% |" in quality
-    assert "| constant | 0.9 | 0 | — | — | — | — | 1 | — |" in quality  # collapsed: no boundary left
-    # prune/run 0.2 ± 0; g's runs 0.75 ± 0.25 over 2; f's 31.5 ± 28.5 over 4; ratio 22/0.75; estimate 6.3 s, exact 16.5 s
-    assert "| linear | 0.9 | 0.2 ± 0 | 0.75 ± 0.25 (2) | 31.5 ± 29 (4) | 29.3 | 6.3 | 16.5 |" in speed
+    # one exact anchor: no ± for a single value; anchor 1: g inside f's open interval, not above it, error >= 0
+    assert "| linear | 0.9 | 1 | 0.1 | 0.2 | 0/2 | 1/1 (attack 1), 50% | 0/1 | 0 (0) |" in quality
+    assert "| constant | 0.9 | 0 | — | — | 1/1 | — | — | — |" in quality  # collapsed: no boundary left, no estimate
+    # prune/run 0.2 ± 0; g's runs 0.75 ± 0.25 over 2; f's 31.5 ± 28.5 over 4; ratio 22/0.75; estimate 6.3 s over 2
+    # anchors, f 16.5 s there, a lower bound (+): f did not finish on anchor 1
+    assert "| linear | 0.9 | 0.2 ± 0 | 0.75 ± 0.25 (2) | 31.5 ± 29 (4) | 29.3 | 6.3 (2) | 16.5+ |" in speed
+    # the collapsed substitute has no run (no prune/run) and no estimate
+    assert "| constant | 0.9 | — | — | 22 ± 27 (3) | — | — (0) | — |" in speed  # anchor 0 only
     both = table1_tables_markdown(rows)
     assert quality in both and speed in both and "d_bnd(f) is exact on 1 of 3 anchors" in both
     # several networks: one table, each network's rows under a line that names it and its exact anchors
@@ -131,10 +188,11 @@ def test_paper_table_and_side_by_side():
     assert "| mnist | clean | linear | 0.9 | 0 ± 0 | 0.1 ± 0 (n=1) | 0.2 ± 0 |" in md
     assert sum("not run" in line for line in lines) == 36 - 2  # only linear 0.9 and constant 0.9 were run
     two = side_by_side_tables_markdown({("mnist", "clean"): table1(RECORDS)})
-    assert _columns(two) == {6}
+    assert _columns(two) == {6, 7}  # quality: 7 columns, time: 6
     assert "| **mnist clean, `mnist-cnna-clean`** (f exact 1/3) |" in two  # every row group names its network,
     assert "| **cifar10 adv2, stand-in `cnna_cifar10_sdp_adv4`** (not run) |" in two  # CIFAR-10's as stand-ins
-    assert "| linear | 0.9 | 0 ± 0 | 0.1 ± 0 | 1 | 0.2 ± 0 |" in two  # paper, ours (n), the attack alone
+    # paper, ours (n), the attack alone, and where f is open (anchor 1): the least error, above f / estimates
+    assert "| linear | 0.9 | 0 ± 0 | 0.1 ± 0 | 1 | 0.2 ± 0 | 0 (0/1) |" in two
     assert "| linear | 0.9 | 31.6 | 0.75 (2) | 33.3 | 31.5 (4) |" in two  # one run of g, of f: the paper's, ours (n)
 
 

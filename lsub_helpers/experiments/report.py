@@ -24,7 +24,7 @@ __all__ = ["table1", "table1_markdown", "table1_quality_markdown", "table1_speed
            "runtime_points", "attack_comparison", "paper_table1", "side_by_side_markdown",
            "side_by_side_quality_markdown", "side_by_side_speed_markdown", "side_by_side_tables_markdown", "row_group_summary",
            "row_group_markdown", "per_anchor_markdown", "records_summary_markdown", "attack_comparison_markdown",
-           "closer_points_markdown",
+           "closer_points_markdown", "row_group_findings", "conclusions_markdown",
            "ROW_GROUPS"]
 
 Records = Sequence["AnchorRecord | Mapping"]  # typed records or their JSON objects
@@ -62,6 +62,9 @@ def _rel(value: float | None, ref: float) -> float | None:
     return None if value is None else abs(value - ref) / ref
 
 
+_METHOD_ORDER = {"constant": 0, "linear": 1, "activation": 2}  # the paper's order of the pruners
+
+
 def _uses_bab(rec: AnchorRecord) -> bool:
     """The campaign ran branch and bound in front of the MILP for this anchor (``config.bab > 0``)."""
     config = rec.provenance.config if rec.provenance is not None else None
@@ -75,21 +78,44 @@ def _runs_of(d: DistanceRecord, rec: AnchorRecord) -> tuple:
     return d.steps if _uses_bab(rec) else d.runs
 
 
+def _tol(rec: AnchorRecord) -> float:
+    """The recorded bisection tolerance of an anchor: a distance is known to within it (0 when not recorded)."""
+    config = rec.provenance.config if rec.provenance is not None else None
+    return float((config or {}).get("tol") or 0.0)
+
+
+def _proven_error(value: float, lower: float, upper: float, tol: float) -> float:
+    """The least relative error ``|value - D| / D`` over every ``D`` in f's proven interval ``[lower, upper]``
+    (each end known to within ``tol``): 0 inside it, else how far outside relative to the nearer end."""
+    if value > upper + tol:
+        return (value - upper) / upper
+    if value < lower - tol and lower > 0:
+        return (lower - value) / lower
+    return 0.0
+
+
 def table1(records: Records, *, substitutes: str = "substitutes") -> list[dict]:
     """The columns of Table 1 per (pruner, gamma), with the evidence beside them.
 
     Over anchors where both distances are exact: ``rel_diff`` (mean, std, median, max of
-    ``|d_bnd(g) - d_bnd(f)| / d_bnd(f)``) and ``attack_rel`` (the same for ``d_adv``, the attack alone);
-    ``collapsed`` counts substitutes with no boundary left at all.  Per optimisation run: ``prune_per_run``
-    (pruning time / the substitute's number of runs), ``run_with`` / ``run_without`` (one MILP of g / of f;
-    runs of g count if their eps lies in the range f's runs explored for the same anchor, the paper's rule;
-    time-limited runs count at the time they took) and ``ratio_median``, the median over anchors of f's
-    mean run time over g's.  Per anchor: ``estimate_s`` (attack + pruning + g's whole exact distance) and
-    ``exact_s`` (attack + f's whole exact distance, time-limited runs included), means and medians over
-    all anchors.  Where f did not finish: ``inside`` / ``n_open`` anchors whose exact ``d_bnd(g)`` lies in
-    f's proven interval, and that interval's median relative width ``open_width``; ``attack_inside`` the same
-    test for the attack's ``d_adv`` on those anchors (the baseline: ``d_adv`` is f's proven upper end unless a
-    closer point was found, so it nearly always passes).  ``closer`` /
+    ``|d_bnd(g) - d_bnd(f)| / d_bnd(f)``) and ``attack_rel`` (the same for ``d_adv``, the attack alone).
+    ``collapsed``: anchors whose substitute has no boundary left at all (no estimate), of ``n_g`` anchors with
+    a substitute; ``n_g_exact`` of them had g's distance finish.  Per optimisation run: ``prune_per_run``
+    (pruning time / the substitute's number of runs, over substitutes with runs), ``run_with`` /
+    ``run_without`` (one MILP of g / of f; runs of g count if their eps lies in the range f's runs explored for
+    the same anchor, the paper's rule; time-limited runs count at the time they took) and ``ratio_median``, the
+    median over anchors of f's mean run time over g's.  Per anchor, over the ``n_estimate`` anchors where g
+    gave an estimate (its distance finished with a boundary): ``estimate_s`` (attack + pruning + g's whole
+    exact distance) and ``exact_s`` (attack + f's whole exact distance on the same anchors, time-limited runs
+    included), means and medians; ``estimate_f_exact`` of those anchors have an exact ``d_bnd(f)`` (elsewhere
+    ``exact_s`` is only a lower bound on what f needs).  Where f did not finish (``n_open`` anchors with an
+    estimate): ``inside`` of them lie in f's proven interval (each end within the recorded bisection
+    tolerance), ``open_width`` is that interval's median relative width, ``attack_inside`` the same test for the
+    attack's ``d_adv`` (the baseline: ``d_adv`` is f's proven upper end unless a closer point was found, so it
+    nearly always passes); ``over`` estimates lie above f's proven upper end (g claims robustness beyond a point
+    proven adversarial for f) and ``under`` below its lower end; ``min_err_median`` / ``min_err_max``: the least
+    relative error each estimate has whatever the exact distance in f's interval (0 inside it), and
+    ``over_err_median`` its median over the estimates above f's interval.  ``closer`` /
     ``n_checked``: anchors where g's closest point, re-checked on f, is adversarial for f at a distance
     below the attack's ``d_adv`` (a proven improvement of f's upper bound), out of those where it was
     checked; ``closer_gain`` the median relative improvement ``1 - f_upper / d_adv`` on them.
@@ -104,7 +130,7 @@ def table1(records: Records, *, substitutes: str = "substitutes") -> list[dict]:
     n_exact = sum(r.f.exact for r in recs)
     n_bab = sum(_uses_bab(r) for r in recs)
     for rec in recs:
-        f = rec.f
+        f, tol = rec.f, _tol(rec)
         f_eps = [r.eps for r in _runs_of(f, rec)]
         lo, hi = (min(f_eps), max(f_eps)) if f_eps else (math.inf, -math.inf)
         f_runs = [r.time_s for r in _runs_of(f, rec)]
@@ -119,42 +145,54 @@ def table1(records: Records, *, substitutes: str = "substitutes") -> list[dict]:
             if g is None:
                 continue
             a = acc.setdefault((s.method, s.gamma), {k: [] for k in (
-                "rel", "attack_rel", "prune", "with_", "without", "ratio", "est", "exact", "inside", "width",
-                "attack_inside", "checked", "gain")})
-            a.setdefault("collapsed", [0])
-            if f.exact and g.exact and f.value:
-                if g.value is None:
-                    a["collapsed"][0] += 1  # g has no adversarial point in the domain at all
-                else:
-                    a["rel"].append(_rel(g.value, f.value))
-                    a["attack_rel"].append(_rel(d_adv, f.value))
-            elif not f.exact and g.exact and g.value is not None:
+                "rel", "attack_rel", "prune", "with_", "without", "ratio", "est", "exact", "est_f_exact", "inside",
+                "width", "attack_inside", "min_err", "over_err", "over", "under", "checked", "gain", "g", "g_exact",
+                "collapsed")})
+            a["g"].append(True)
+            a["g_exact"].append(g.exact)
+            estimate = g.value if g.exact else None
+            if g.exact and g.value is None:
+                a["collapsed"].append(True)  # g has no adversarial point in the domain at all: no estimate
+            if estimate is not None:
+                a["est"].append(attack_s + s.prune_s + g.time_s)
+                a["exact"].append(_attack_s(rec) + f.time_s)
+                a["est_f_exact"].append(f.exact)
+            if f.exact and f.value and estimate is not None:
+                a["rel"].append(_rel(estimate, f.value))
+                a["attack_rel"].append(_rel(d_adv, f.value))
+            elif not f.exact and estimate is not None:
                 flo, fhi = f.lower or 0.0, f.upper if f.upper is not None else math.inf
-                a["inside"].append(flo - 1e-9 <= g.value <= fhi + 1e-9)
-                a["attack_inside"].append(d_adv is not None and flo - 1e-9 <= d_adv <= fhi + 1e-9)
+                a["inside"].append(flo - tol <= estimate <= fhi + tol)
+                a["attack_inside"].append(d_adv is not None and flo - tol <= d_adv <= fhi + tol)
+                a["over"].append(estimate > fhi + tol)
+                a["under"].append(estimate < flo - tol)
                 if math.isfinite(fhi) and fhi > 0:
                     a["width"].append((fhi - flo) / fhi)
+                    a["min_err"].append(_proven_error(estimate, flo, fhi, tol))
+                    if estimate > fhi + tol:
+                        a["over_err"].append(a["min_err"][-1])
             if s.fools_f is not None and d_adv:
                 a["checked"].append(True)
                 if s.fools_f and s.f_upper is not None and s.f_upper < d_adv * (1 - 1e-9):
                     a["gain"].append(1.0 - s.f_upper / d_adv)
-            a["prune"].append(s.prune_s / max(1, len(_runs_of(g, rec))))
+            if _runs_of(g, rec):
+                a["prune"].append(s.prune_s / len(_runs_of(g, rec)))
             g_runs = [r.time_s for r in _runs_of(g, rec) if lo <= r.eps <= hi]
             a["with_"] += g_runs
             a["without"] += f_runs
             if g_runs and f_runs and np.mean(g_runs) > 0:
                 a["ratio"].append(float(np.mean(f_runs) / np.mean(g_runs)))
-            a["est"].append(attack_s + s.prune_s + g.time_s)
-            a["exact"].append(_attack_s(rec) + f.time_s)
     out = []
-    for (method, gamma), a in sorted(acc.items()):
+    for (method, gamma), a in sorted(acc.items(), key=lambda kv: (_METHOD_ORDER.get(kv[0][0], 9), kv[0])):
         rel, att = _stats(a["rel"]), _stats(a["attack_rel"])
         w, wo = _stats(a["with_"]), _stats(a["without"])
         est, ex = _stats(a["est"]), _stats(a["exact"])
+        err = _stats(a["min_err"])
         out.append(dict(
             method=method, gamma=gamma, anchors=n_anchors, n_ok=len(recs), n_exact=n_exact, n_bab=n_bab,
             rel_diff=rel["mean"], rel_diff_std=rel["std"], rel_diff_median=rel["median"], rel_n=rel["n"],
-            rel_max=max(a["rel"]) if a["rel"] else math.nan, collapsed=a["collapsed"][0],
+            rel_max=max(a["rel"]) if a["rel"] else math.nan,
+            collapsed=len(a["collapsed"]), n_g=len(a["g"]), n_g_exact=sum(a["g_exact"]),
             attack_rel=att["mean"], attack_rel_std=att["std"], attack_rel_median=att["median"],
             prune_per_run=_stats(a["prune"])["mean"], prune_per_run_std=_stats(a["prune"])["std"],
             run_with=w["mean"], run_with_std=w["std"], run_with_median=w["median"], runs_with=w["n"],
@@ -162,9 +200,12 @@ def table1(records: Records, *, substitutes: str = "substitutes") -> list[dict]:
             speedup=wo["mean"] / w["mean"] if w["n"] and w["mean"] > 0 else math.nan,
             ratio_median=_stats(a["ratio"])["median"],
             estimate_s=est["mean"], estimate_s_median=est["median"], exact_s=ex["mean"], exact_s_median=ex["median"],
+            n_estimate=est["n"], estimate_f_exact=int(sum(a["est_f_exact"])),
             total_speedup_median=(ex["median"] / est["median"]) if est["n"] and est["median"] > 0 else math.nan,
             inside=int(sum(a["inside"])), n_open=len(a["inside"]), open_width=_stats(a["width"])["median"],
-            attack_inside=int(sum(a["attack_inside"])),
+            attack_inside=int(sum(a["attack_inside"])), over=int(sum(a["over"])), under=int(sum(a["under"])),
+            min_err_median=err["median"], min_err_max=max(a["min_err"]) if a["min_err"] else math.nan,
+            over_err_median=_stats(a["over_err"])["median"],
             closer=len(a["gain"]), n_checked=len(a["checked"]), closer_gain=_stats(a["gain"])["median"],
         ))
     return out
@@ -191,12 +232,13 @@ def table1_markdown(rows: Sequence[dict], *, network: str | None = None) -> str:
                  f"{_pm(r['rel_diff'], r['rel_diff_std'])}, {_g(r['rel_diff_median'])} (n={r['rel_n']})"
                  if r["rel_n"] else "— (n=0)",
                  f"{_pm(r['attack_rel'], r['attack_rel_std'])}, {_g(r['attack_rel_median'])}" if r["rel_n"] else "—",
-                 f"{r['collapsed']}", _pm(r["prune_per_run"], r["prune_per_run_std"]),
+                 f"{r['collapsed']}/{r['n_g']}", _pm(r["prune_per_run"], r["prune_per_run_std"]),
                  f"{_pm(r['run_with'], r['run_with_std'])} (n={r['runs_with']})",
                  f"{_pm(r['run_without'], r['run_without_std'])} (n={r['runs_without']})",
                  _g(r["ratio_median"]),
                  f"{_g(r['estimate_s_median'])} / {_g(r['exact_s_median'])}",
-                 _open_cell(r, ".2%", "-")]
+                 _open_cell(r, ".2%", "-") + (f"; above f {r['over']}, error ≥ {_g(r['min_err_median'])}"
+                                              if r["n_open"] else "")]
         if network is not None:
             cells.insert(0, network)
         lines.append("| " + " | ".join(cells) + " |")
@@ -253,41 +295,57 @@ def _network_label(dataset: str, training: str) -> str:
 
 
 QUALITY_LEGEND = ("**Quality of the estimate.**  *rel. diff*: |d̂_bnd − d_bnd| / d_bnd over the *n* anchors "
-                  "where both distances are exact, mean ± std and median; *attack*: the same for the attack distance d_adv on those anchors, "
-                  "the baseline a substitute must beat; *no bnd.*: among those *n* anchors, substitutes with no "
-                  "boundary left at all; "
-                  "*f open*: where f did not finish, anchors whose exact d_bnd(g) lies inside f's proven "
-                  "interval, the same for the attack's d_adv in brackets, and that interval's median width "
-                  "relative to its upper end.  d_adv is that upper end unless a closer point was found, so the "
-                  "attack passes this test almost always: it cannot tell a good estimate from the attack alone.")
+                  "where both distances are exact, mean ± std and (median); *attack*: the same for the attack "
+                  "distance d_adv on those anchors, the baseline a substitute must beat; *no bnd.*: anchors where "
+                  "g has no boundary left at all, so it gives no estimate, of all anchors.  Where f did not "
+                  "finish, out of the anchors where g's own distance did (the count after the slash): *inside f*: "
+                  "estimates inside f's proven interval (each end within the bisection tolerance), the attack's "
+                  "d_adv in brackets, and that interval's median width relative to its upper end; d_adv is the "
+                  "upper end unless a closer point was found, so the attack passes almost always, and an estimate "
+                  "at or below d_adv only meets the lower end; *above f*: estimates above f's proven upper end, "
+                  "where g claims robustness beyond a point proven adversarial for f; *error ≥*: the least relative "
+                  "error of the estimate whatever d_bnd(f) is in that interval, median (and max).")
 SPEED_LEGEND = ("**Cost of the estimate** (seconds).  *prune/run*: pruning time per optimisation run of g; "
                 "*run g* / *run f*: mean ± std time of one optimisation run of g / of f (number of runs in "
                 "brackets; runs of g count where their ε lies in the range f's runs explored, time-limited runs "
                 "count at the time they took; where the campaign ran branch and bound in front of the MILP, a "
                 "run is one bisection step, an eps-verification with all its targets, elsewhere one MILP for "
                 "one target); *ratio*: median over anchors of f's mean run time over g's; "
-                "*estimate* / *exact*: median per anchor of the whole estimate (attack, pruning and every run of "
-                "g) and of the whole exact computation of f (attack and every run of f).")
+                "*estimate (n)*: median per anchor of the whole estimate (attack, pruning and every run of g), "
+                "over the *n* anchors where g's distance finished with a boundary (elsewhere there is no "
+                "estimate); *f there*: median of the whole computation of f (attack and every run) on the same "
+                "anchors, marked + where f did not finish on some of them (its time is then only a lower bound on what "
+                "f needs).")
+
+
+def _mean_median(mean: float, std: float, median: float, n: int) -> str:
+    """mean ± std (median); no ± for a single value."""
+    if not n:
+        return "—"
+    return _num(mean) if n == 1 else f"{_pmc(mean, std)} ({_num(median)})"
 
 
 def _quality_cells(r: dict) -> list[str]:
-    n = r["rel_n"]
+    n, k = r["rel_n"], r["n_open"]
     return [r["method"], _g(r["gamma"]), f"{n}",
-            _pmc(r["rel_diff"], r["rel_diff_std"]) if n else "—", _num(r["rel_diff_median"]) if n else "—",
-            _pmc(r["attack_rel"], r["attack_rel_std"]) if n else "—", _num(r["attack_rel_median"]) if n else "—",
-            f"{r['collapsed']}",
-            _open_cell(r, ".0%", "—")]
+            _mean_median(r["rel_diff"], r["rel_diff_std"], r["rel_diff_median"], n),
+            _mean_median(r["attack_rel"], r["attack_rel_std"], r["attack_rel_median"], n),
+            f"{r['collapsed']}/{r['n_g']}",
+            _open_cell(r, ".0%", "—"),
+            f"{r['over']}/{k}" if k else "—",
+            f"{_num(r['min_err_median'], 2)} ({_num(r['min_err_max'], 2)})" if k else "—"]
 
 
 def _speed_cells(r: dict) -> list[str]:
     return [r["method"], _g(r["gamma"]), _pmc(r["prune_per_run"], r["prune_per_run_std"]),
             _pm_n(r["run_with"], r["run_with_std"], r["runs_with"]),
             _pm_n(r["run_without"], r["run_without_std"], r["runs_without"]), _num(r["ratio_median"]),
-            _num(r["estimate_s_median"]), _num(r["exact_s_median"])]
+            f"{_num(r['estimate_s_median'])} ({r['n_estimate']})" if r["n_estimate"] else "— (0)",
+            _num(r["exact_s_median"]) + ("" if r["estimate_f_exact"] == r["n_estimate"] else "+")]
 
 
-_QUALITY_HEAD = ["pruner", "γ", "n", "rel. diff", "median", "attack", "median", "no bnd.", "f open"]
-_SPEED_HEAD = ["pruner", "γ", "prune/run", "run g (n)", "run f (n)", "ratio", "estimate", "exact"]
+_QUALITY_HEAD = ["pruner", "γ", "n", "rel. diff", "attack", "no bnd.", "inside f", "above f", "error ≥"]
+_SPEED_HEAD = ["pruner", "γ", "prune/run", "run g (n)", "run f (n)", "ratio", "estimate (n)", "f there"]
 
 
 def _f_exact(rows: Sequence[dict]) -> str:
@@ -348,11 +406,11 @@ def _distance_cell(d: DistanceRecord | None, *, interval: bool = True) -> str:
     if d is None:
         return "error"
     if d.exact:
-        return "no boundary" if d.value is None else f"{d.value:.4f}"
+        return "no boundary" if d.value is None else f"{d.value:#.4g}"
     if not interval:
         return d.status.value
-    upper = "∞" if d.upper is None else f"{d.upper:.4f}"
-    return f"{d.status.value} [{d.lower or 0:.4f}, {upper}]"
+    upper = "∞" if d.upper is None else f"{d.upper:#.4g}"
+    return f"{d.status.value} [{d.lower or 0:#.4g}, {upper}]"
 
 
 def per_anchor_markdown(records: Records) -> str:
@@ -372,7 +430,7 @@ def per_anchor_markdown(records: Records) -> str:
             body.append([f"{r.index}", "—", r.status.value, "—"] + ["—"] * len(methods))
             continue
         subs = {(s.method, s.gamma): _distance_cell(s.g, interval=False) for s in r.substitutes}
-        body.append([f"{r.index}", _g(r.d_adv, ".4f"), _distance_cell(r.f), f"{len(_runs_of(r.f, r))}"] +
+        body.append([f"{r.index}", _g(r.d_adv, "#.4g"), _distance_cell(r.f), f"{len(_runs_of(r.f, r))}"] +
                     [" / ".join(subs.get((m, g), "—") for g in gammas[m]) for m in methods])
     return _table(head, body) if body else "*No anchor recorded yet.*"
 
@@ -544,7 +602,10 @@ def _paper_and_ours(ours: dict[tuple[str, str], list[dict]]):
 SIDE_BY_SIDE_QUALITY_LEGEND = (
     "**Quality, the paper's and ours.**  *rel. diff*: mean ± std of |d̂_bnd − d_bnd| / d_bnd, ours over the *n* "
     "anchors where both distances are exact; *attack*: the same for our attack distance d_adv on those anchors, "
-    "the baseline a substitute must beat.  The line naming a row group says on how many of our anchors d_bnd(f) "
+    "the baseline a substitute must beat; *error ≥ (above f)*: where our f did not finish, the least relative "
+    "error the estimate has whatever d_bnd(f) is in f's proven interval, median over the anchors where g's "
+    "distance finished, and how many of those lie above f's proven upper end (a proven overestimate: g claims "
+    "robustness beyond a point proven adversarial for f).  The line naming a row group says on how many of our anchors d_bnd(f) "
     "is exact (*f exact 0/n*: f never finished, so there is no relative difference) or that the group was "
     "*not run* yet.")
 SIDE_BY_SIDE_SPEED_LEGEND = (
@@ -573,12 +634,14 @@ def side_by_side_quality_markdown(ours: dict[tuple[str, str], list[dict]]) -> st
     :func:`side_by_side_markdown`)."""
     def cells(p, o):
         paper = _pmc(p["rel_diff"], p["rel_diff_std"]) if p["rel_diff_std"] == p["rel_diff_std"] else _num(p["rel_diff"])
-        mine = (["—", "—", "—"] if o is None else
+        mine = (["—", "—", "—", "—"] if o is None else
                 [_pmc(o["rel_diff"], o["rel_diff_std"]) if o["rel_n"] else "—", f"{o['rel_n']}",
-                 _pmc(o["attack_rel"], o["attack_rel_std"]) if o["rel_n"] else "—"])
+                 _pmc(o["attack_rel"], o["attack_rel_std"]) if o["rel_n"] else "—",
+                 f"{_num(o['min_err_median'], 2)} ({o['over']}/{o['n_open']})" if o["n_open"] else "—"])
         return [p["pruner"], _g(p["gamma"]), paper, *mine]
 
-    return _by_row_group(ours, ["pruner", "γ", "paper: rel. diff", "ours: rel. diff", "n", "ours: attack"], cells,
+    return _by_row_group(ours, ["pruner", "γ", "paper: rel. diff", "ours: rel. diff", "n", "ours: attack",
+                                "ours: error ≥ (above f)"], cells,
                          lambda rows: f" ({_f_exact(rows)})" if rows else " (not run)")
 
 
@@ -623,9 +686,142 @@ def row_group_summary(records: Records) -> dict:
     records = as_records(records)
     recs = _ok(records)
     exact = [r for r in recs if r.f.exact]
+    widths = [(r.f.upper - (r.f.lower or 0.0)) / r.f.upper for r in recs
+              if not r.f.exact and r.f.upper is not None and math.isfinite(r.f.upper) and r.f.upper > 0]
     return dict(anchors=len(records), ok=len(recs), f_exact=len(exact),
                 d_adv_median=_stats(r.d_adv for r in recs)["median"],
-                f_time_median=_stats(_attack_s(r) + r.f.time_s for r in recs)["median"])
+                f_time_median=_stats(_attack_s(r) + r.f.time_s for r in recs)["median"],
+                f_open=len(widths), f_width_median=_stats(widths)["median"])
+
+
+def _pct(v: float) -> str:
+    return "n/a" if v != v else _percent(v)
+
+
+def _name(r: dict) -> str:
+    return f"{r['method']} {r['gamma']:g}"
+
+
+def _estimate_time(r: dict) -> str:
+    """A substitute's whole estimate against f's computation on the anchors where g finished, as a phrase."""
+    if not r["n_estimate"]:
+        return f"{_name(r)} finished on none of {r['n_g']}"
+    est, ex, k, kf = r["estimate_s_median"], r["exact_s_median"], r["n_estimate"], r["estimate_f_exact"]
+    where = f"the {k} of {r['n_g']} anchors where g finished" if k < r["n_g"] else f"all {k} anchors"
+    if kf == k and est > 0:
+        ratio = ex / est
+        how = ("about as fast" if 0.95 <= ratio <= 1.05 else
+               f"{ratio:.1f}x faster" if ratio > 1 else f"{1 / ratio:.1f}x slower")
+        return f"{_name(r)} {_num(est)} s against {_num(ex)} s for f's exact distance on {where} ({how})"
+    finished = "" if kf == 0 else f"; f finished on {kf} of them"
+    return f"{_name(r)} {_num(est)} s against at least {_num(ex)} s for f ({where}{finished})"
+
+
+def _attack_passes(rows: Sequence[dict]) -> str:
+    missed = sum(r["n_open"] - r["attack_inside"] for r in rows)
+    return (" (the attack's d_adv passes on all of them)" if not missed else
+            f" (the attack's d_adv fails on {missed} of them)")
+
+
+def row_group_findings(records: "Mapping[str, Records]", *, rows: "Mapping[str, Sequence[dict]] | None" = None) -> str:
+    """One computed paragraph per row group of :data:`ROW_GROUPS` (``records[stem]``): how many anchors and how
+    many exact d_bnd(f); the paper's measure where f finished, with the attack beside it; where it did not, how
+    the estimates sit against f's proven interval (inside, above it: a proven overestimate, and the least error
+    that implies), substitutes without a boundary, and the whole estimate's time against f's on the same
+    anchors.  ``rows[stem]``: its :func:`table1` rows, if already computed."""
+    out = []
+    for stem, dataset, training, network, _ in ROW_GROUPS:
+        recs = as_records(records.get(stem, []))
+        if not recs:
+            out.append(f"* **{_label(dataset, training)}** (`{network}`): no records yet.")
+            continue
+        rs = rows[stem] if rows is not None and stem in rows else table1(recs)
+        s = row_group_summary(recs)
+        n_bab = sum(_uses_bab(r) for r in _ok(recs))
+        how = ("" if not n_bab else f" (D with branch and bound in front of the MILP on {n_bab} of them, the plain "
+               "MILP on the others; their runs are bisection steps)" if n_bab < s["ok"] else
+               " (D with branch and bound in front of the MILP; runs are bisection steps)")
+        head = f"* **{_label(dataset, training)}** (`{network}`): {_count(s['anchors'], 'anchor')}{how}, d_bnd(f) exact on {s['f_exact']}"
+        if s["f_open"]:
+            head += (f"; where it did not finish, f's proven interval has a median width of {_pct(s['f_width_median'])} "
+                     f"of its upper end ({s['f_open']} anchors)")
+        parts = []
+        for r in rs:
+            if r["rel_n"] and r["method"] != "constant":
+                beat = "better than" if r["rel_diff"] < r["attack_rel"] else "no better than"
+                parts.append(f"{_name(r)} is off by {_pct(r['rel_diff'])} on average (median "
+                             f"{_pct(r['rel_diff_median'])}, n = {r['rel_n']}), {beat} the attack alone "
+                             f"({_pct(r['attack_rel'])})")
+        for r in rs:
+            if r["collapsed"]:
+                parts.append(f"{_name(r)} has no boundary left at all on {r['collapsed']} of {r['n_g']} anchors "
+                             "(no estimate)")
+        open_ = [r for r in rs if r["n_open"] and r["method"] != "constant"]
+        if open_:
+            parts.append("where f did not finish, the estimate lies inside f's proven interval on " + ", ".join(
+                f"{r['inside']} of {r['n_open']} ({_name(r)})" for r in open_) + _attack_passes(open_))
+        over = [r for r in open_ if r["over"]]
+        if over:
+            parts.append("above f's proven upper end, claiming robustness beyond a point proven adversarial for f: "
+                         + ", ".join(f"{_name(r)} on {r['over']} of {r['n_open']}, by at least "
+                                     f"{_pct(r['over_err_median'])} in the median of those (up to "
+                                     f"{_pct(r['min_err_max'])})" for r in over))
+        timed = [_estimate_time(r) for r in rs if r["method"] != "constant"]
+        if timed:
+            parts.append("per anchor, the whole estimate (attack, pruning, every run of g) takes a median " +
+                         "; ".join(timed))
+        text = head + "."
+        if parts:
+            body = "; ".join(parts)
+            text += " " + body[0].upper() + body[1:] + "."
+        out.append(text)
+    return "\n".join(out)
+
+
+def conclusions_markdown(records: "Mapping[str, Records]", *, rows: "Mapping[str, Sequence[dict]] | None" = None) -> str:
+    """What the random anchors of every row group of :data:`ROW_GROUPS` allow concluding, pooled per pruner and
+    gamma, in computed sentences: whether the paper's measure can be checked at all (exact d_bnd(f)), proven
+    overestimates, substitutes without a boundary, how often g's own distance finished, and where the estimate
+    is inside f's proven interval."""
+    rows = {stem: (rows[stem] if rows is not None and stem in rows else table1(records.get(stem, [])))
+            for stem, *_ in ROW_GROUPS}
+    summaries = {stem: row_group_summary(records.get(stem, [])) for stem, *_ in ROW_GROUPS}
+    anchors = sum(s["anchors"] for s in summaries.values())
+    exact = sum(s["f_exact"] for s in summaries.values())
+    pooled: dict[tuple[str, float], dict[str, int]] = {}
+    for rs in rows.values():
+        for r in rs:
+            p = pooled.setdefault((r["method"], r["gamma"]), dict.fromkeys(
+                ("n_g", "n_g_exact", "collapsed", "n_open", "inside", "over", "rel_n"), 0))
+            for k in p:
+                p[k] += r[k]
+    order = sorted(pooled, key=lambda k: (_METHOD_ORDER.get(k[0], 9), k[1]))
+    lines = []
+    if exact == 0:
+        lines.append(f"* **The paper's measure cannot be checked here.**  d_bnd(f) finished on none of the {anchors} "
+                     "random anchors, so the relative difference to it, the paper's measure of a substitute, can be "
+                     "neither confirmed nor refuted on them.")
+    else:
+        lines.append(f"* d_bnd(f) finished on {exact} of the {anchors} random anchors: the paper's measure rests "
+                     "on those alone.")
+    over = [(k, pooled[k]) for k in order if pooled[k]["over"]]
+    if over:
+        lines.append("* **Proven overestimates.**  Where f did not finish, the estimate lies above f's proven upper "
+                     "end (g claims robustness beyond a point proven adversarial for f) for " + ", ".join(
+                         f"{m} {g:g} on {p['over']} of {p['n_open']} anchors" for (m, g), p in over) + ".")
+    collapsed = [(k, pooled[k]) for k in order if pooled[k]["collapsed"]]
+    if collapsed:
+        lines.append("* **No boundary at all** (no estimate): " + ", ".join(
+            f"{m} {g:g} on {p['collapsed']} of {p['n_g']} anchors" for (m, g), p in collapsed) + ".")
+    lines.append("* **g's own distance finished** on " + ", ".join(
+        f"{p['n_g_exact']} of {p['n_g']} anchors ({m} {g:g})" for (m, g), p in
+        ((k, pooled[k]) for k in order if k[0] != "constant")) + ".")
+    inside = [(k, pooled[k]) for k in order if pooled[k]["n_open"] and k[0] != "constant"]
+    if inside:
+        lines.append("* **Inside f's proven interval** where f did not finish: " + ", ".join(
+            f"{p['inside']} of {p['n_open']} ({m} {g:g})" for (m, g), p in inside) + "; the attack's own d_adv "
+            "passes this test too, so it shows that an estimate is not refuted, not that it is good.")
+    return "\n".join(lines)
 
 
 def _count(n: int, word: str) -> str:
