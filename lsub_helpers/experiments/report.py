@@ -24,7 +24,7 @@ __all__ = ["table1", "table1_markdown", "table1_quality_markdown", "table1_speed
            "runtime_points", "attack_comparison", "paper_table1", "side_by_side_markdown",
            "side_by_side_quality_markdown", "side_by_side_speed_markdown", "side_by_side_tables_markdown", "row_group_summary",
            "row_group_markdown", "per_anchor_markdown", "records_summary_markdown", "attack_comparison_markdown",
-           "closer_points_markdown", "row_group_findings", "conclusions_markdown",
+           "closer_points_markdown", "findings_markdown", "row_group_findings", "conclusions_markdown",
            "ROW_GROUPS"]
 
 Records = Sequence["AnchorRecord | Mapping"]  # typed records or their JSON objects
@@ -727,59 +727,63 @@ def _attack_passes(rows: Sequence[dict]) -> str:
             f" (the attack's d_adv fails on {missed} of them)")
 
 
-def row_group_findings(records: "Mapping[str, Records]", *, rows: "Mapping[str, Sequence[dict]] | None" = None) -> str:
-    """One computed paragraph per row group of :data:`ROW_GROUPS` (``records[stem]``): how many anchors and how
-    many exact d_bnd(f); the paper's measure where f finished, with the attack beside it; where it did not, how
-    the estimates sit against f's proven interval (inside, above it: a proven overestimate, and the least error
+def findings_markdown(records: Records, *, name: str, rows: Sequence[dict] | None = None) -> str:
+    """One network's findings in computed sentences, headed ``name``: how many anchors and how many exact
+    d_bnd(f); the paper's measure where f finished, with the attack beside it; where it did not, how the
+    estimates sit against f's proven interval (inside, above it: a proven overestimate, and the least error
     that implies), substitutes without a boundary, and the whole estimate's time against f's on the same
-    anchors.  ``rows[stem]``: its :func:`table1` rows, if already computed."""
-    out = []
-    for stem, dataset, training, network, _ in ROW_GROUPS:
-        recs = as_records(records.get(stem, []))
-        if not recs:
-            out.append(f"* **{_label(dataset, training)}** (`{network}`): no records yet.")
-            continue
-        rs = rows[stem] if rows is not None and stem in rows else table1(recs)
-        s = row_group_summary(recs)
-        n_bab = sum(_uses_bab(r) for r in _ok(recs))
-        how = ("" if not n_bab else f" (D with branch and bound in front of the MILP on {n_bab} of them, the plain "
-               "MILP on the others; their runs are bisection steps)" if n_bab < s["ok"] else
-               " (D with branch and bound in front of the MILP; runs are bisection steps)")
-        head = f"* **{_label(dataset, training)}** (`{network}`): {_count(s['anchors'], 'anchor')}{how}, d_bnd(f) exact on {s['f_exact']}"
-        if s["f_open"]:
-            head += (f"; where it did not finish, f's proven interval has a median width of {_pct(s['f_width_median'])} "
-                     f"of its upper end ({s['f_open']} anchors)")
-        parts = []
-        for r in rs:
-            if r["rel_n"] and r["method"] != "constant":
-                beat = "better than" if r["rel_diff"] < r["attack_rel"] else "no better than"
-                parts.append(f"{_name(r)} is off by {_pct(r['rel_diff'])} on average (median "
-                             f"{_pct(r['rel_diff_median'])}, n = {r['rel_n']}), {beat} the attack alone "
-                             f"({_pct(r['attack_rel'])})")
-        for r in rs:
-            if r["collapsed"]:
-                parts.append(f"{_name(r)} has no boundary left at all on {r['collapsed']} of {r['n_g']} anchors "
-                             "(no estimate)")
-        open_ = [r for r in rs if r["n_open"] and r["method"] != "constant"]
-        if open_:
-            parts.append("where f did not finish, the estimate lies inside f's proven interval on " + ", ".join(
-                f"{r['inside']} of {r['n_open']} ({_name(r)})" for r in open_) + _attack_passes(open_))
-        over = [r for r in open_ if r["over"]]
-        if over:
-            parts.append("above f's proven upper end, claiming robustness beyond a point proven adversarial for f: "
-                         + ", ".join(f"{_name(r)} on {r['over']} of {r['n_open']}, by at least "
-                                     f"{_pct(r['over_err_median'])} in the median of those (up to "
-                                     f"{_pct(r['min_err_max'])})" for r in over))
-        timed = [_estimate_time(r) for r in rs if r["method"] != "constant"]
-        if timed:
-            parts.append("per anchor, the whole estimate (attack, pruning, every run of g) takes a median " +
-                         "; ".join(timed))
-        text = head + "."
-        if parts:
-            body = "; ".join(parts)
-            text += " " + body[0].upper() + body[1:] + "."
-        out.append(text)
-    return "\n".join(out)
+    anchors.  ``rows``: its :func:`table1` rows, if already computed."""
+    recs = as_records(records)
+    if not recs:
+        return f"{name}: no records yet."
+    rs = rows if rows is not None else table1(recs)
+    s = row_group_summary(recs)
+    n_bab = sum(_uses_bab(r) for r in _ok(recs))
+    how = ("" if not n_bab else f" (D with branch and bound in front of the MILP on {n_bab} of them, the plain "
+           "MILP on the others; their runs are bisection steps)" if n_bab < s["ok"] else
+           " (D with branch and bound in front of the MILP; runs are bisection steps)")
+    head = f"{name}: {_count(s['anchors'], 'anchor')}{how}, d_bnd(f) exact on {s['f_exact']}"
+    if s["f_open"]:
+        head += (f"; where it did not finish, f's proven interval has a median width of {_pct(s['f_width_median'])} "
+                 f"of its upper end ({s['f_open']} anchors)")
+    parts = []
+    for r in rs:
+        if r["rel_n"] and r["method"] != "constant":
+            beat = "better than" if r["rel_diff"] < r["attack_rel"] else "no better than"
+            parts.append(f"{_name(r)} is off by {_pct(r['rel_diff'])} on average (median "
+                         f"{_pct(r['rel_diff_median'])}, n = {r['rel_n']}), {beat} the attack alone "
+                         f"({_pct(r['attack_rel'])})")
+    for r in rs:
+        if r["collapsed"]:
+            parts.append(f"{_name(r)} has no boundary left at all on {r['collapsed']} of {r['n_g']} anchors "
+                         "(no estimate)")
+    open_ = [r for r in rs if r["n_open"] and r["method"] != "constant"]
+    if open_:
+        parts.append("where f did not finish, the estimate lies inside f's proven interval on " + ", ".join(
+            f"{r['inside']} of {r['n_open']} ({_name(r)})" for r in open_) + _attack_passes(open_))
+    over = [r for r in open_ if r["over"]]
+    if over:
+        parts.append("above f's proven upper end, claiming robustness beyond a point proven adversarial for f: "
+                     + ", ".join(f"{_name(r)} on {r['over']} of {r['n_open']}, by at least "
+                                 f"{_pct(r['over_err_median'])} in the median of those (up to "
+                                 f"{_pct(r['min_err_max'])})" for r in over))
+    timed = [_estimate_time(r) for r in rs if r["method"] != "constant"]
+    if timed:
+        parts.append("per anchor, the whole estimate (attack, pruning, every run of g) takes a median " +
+                     "; ".join(timed))
+    text = head + "."
+    if parts:
+        body = "; ".join(parts)
+        text += " " + body[0].upper() + body[1:] + "."
+    return text
+
+
+def row_group_findings(records: "Mapping[str, Records]", *, rows: "Mapping[str, Sequence[dict]] | None" = None) -> str:
+    """:func:`findings_markdown` for every row group of :data:`ROW_GROUPS` (``records[stem]``), one item each;
+    ``rows[stem]``: its :func:`table1` rows, if already computed."""
+    return "\n".join("* " + findings_markdown(records.get(stem, []), name=f"**{_label(dataset, training)}** (`{network}`)",
+                                                rows=None if rows is None else rows.get(stem))
+                     for stem, dataset, training, network, _ in ROW_GROUPS)
 
 
 def conclusions_markdown(records: "Mapping[str, Records]", *, rows: "Mapping[str, Sequence[dict]] | None" = None) -> str:
