@@ -106,11 +106,11 @@ def test_findings_and_conclusions_are_computed_from_the_records():
     """The summary's sentences: a proven overestimate named with its count and least error, f's interval width
     over all its anchors, the estimate's time against f's as a lower bound where f did not finish, and the
     pooled conclusions (no exact d_bnd(f): the paper's measure cannot be checked)."""
-    from lsub_helpers.experiments import conclusions_markdown, row_group_findings
+    from lsub_helpers.experiments import conclusions_markdown, findings_markdown, row_group_findings
 
     records = {"mnist-wk17a": [_open_anchor(0, 0.45), _open_anchor(1, 0.2), _open_anchor(2, 0.6)]}
     findings = row_group_findings(records)
-    wk = next(line for line in findings.splitlines() if "mnist wk17a" in line)
+    wk = findings[findings.index("mnist wk17a"):]  # its sentence and its list of findings, the last group
     assert "3 anchors" in wk and "d_bnd(f) exact on 0" in wk and "median width of 50%" in wk
     assert "inside f's proven interval on 1 of 3 (activation 0.99)" in wk
     # above f on anchors 0 and 2: least errors 0.5 and 1.0, median 75% of those, up to 100%
@@ -119,13 +119,17 @@ def test_findings_and_conclusions_are_computed_from_the_records():
     assert "activation 0.99 3.1 s against at least 11 s for f (all 3 anchors)" in wk
     assert "x faster" not in wk
     assert "* **mnist clean** (`mnist-cnna-clean`): no records yet." in findings
+    # once f is exact somewhere: the paper's measure beside the attack's on the same anchors, three digits
+    exact = dict(RECORDS[0], schema=2, commit=None, machine=None, date=None, versions=None, config={})
+    one = findings_markdown([exact], name="toy")
+    assert one.startswith("toy: 1 anchor, d_bnd(f) exact on 1.")
+    assert "- Linear 0.9 is off by 10% (n = 1), better than the attack alone (20% on the same anchors)." in one
     conclusions = conclusions_markdown(records)
     assert "The paper's measure cannot be checked here" in conclusions and "none of the 3 random anchors" in conclusions
     assert "activation 0.99 on 2 of 3 anchors" in conclusions and "1 of 3 (activation 0.99)" in conclusions
     # pruning 0.1 s over one run per anchor: at the paper's 0.1 s, not within it
     assert "costs 0.1 s per run of g" in conclusions and "above the paper's figure" in conclusions
     # once f is exact, the conclusions say on how many anchors the paper's measure rests instead
-    exact = dict(RECORDS[0], schema=2, commit=None, machine=None, date=None, versions=None, config={})
     assert "finished on 1 of the 4 random anchors" in conclusions_markdown(
         {"mnist-wk17a": records["mnist-wk17a"] + [exact]})
 

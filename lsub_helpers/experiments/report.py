@@ -702,6 +702,12 @@ def _pct(v: float) -> str:
     return "n/a" if v != v else _percent(v)
 
 
+def _pct3(v: float) -> str:
+    """A relative difference as a percentage with three significant digits (two would print 2.40% and 2.43%
+    alike)."""
+    return "n/a" if v != v else f"{100 * v:.3g}%"
+
+
 def _name(r: dict) -> str:
     return f"{r['method']} {r['gamma']:g}"
 
@@ -727,12 +733,13 @@ def _attack_passes(rows: Sequence[dict]) -> str:
             f" (the attack's d_adv fails on {missed} of them)")
 
 
-def findings_markdown(records: Records, *, name: str, rows: Sequence[dict] | None = None) -> str:
+def findings_markdown(records: Records, *, name: str, rows: Sequence[dict] | None = None, indent: str = "") -> str:
     """One network's findings in computed sentences, headed ``name``: how many anchors and how many exact
     d_bnd(f); the paper's measure where f finished, with the attack beside it; where it did not, how the
     estimates sit against f's proven interval (inside, above it: a proven overestimate, and the least error
     that implies), substitutes without a boundary, and the whole estimate's time against f's on the same
-    anchors.  ``rows``: its :func:`table1` rows, if already computed."""
+    anchors: a sentence, then one list item (prefixed ``indent``) per finding.  ``rows``: its :func:`table1`
+    rows, if already computed."""
     recs = as_records(records)
     if not recs:
         return f"{name}: no records yet."
@@ -749,10 +756,12 @@ def findings_markdown(records: Records, *, name: str, rows: Sequence[dict] | Non
     parts = []
     for r in rs:
         if r["rel_n"] and r["method"] != "constant":
-            beat = "better than" if r["rel_diff"] < r["attack_rel"] else "no better than"
-            parts.append(f"{_name(r)} is off by {_pct(r['rel_diff'])} on average (median "
-                         f"{_pct(r['rel_diff_median'])}, n = {r['rel_n']}), {beat} the attack alone "
-                         f"({_pct(r['attack_rel'])})")
+            rel, att = r["rel_diff"], r["attack_rel"]
+            beat = ("about as good as" if abs(rel - att) <= 0.05 * max(rel, att) else
+                    "better than" if rel < att else "worse than")
+            how = (f"off by {_pct3(rel)} (n = 1)" if r["rel_n"] == 1 else
+                   f"off by {_pct3(rel)} on average (median {_pct3(r['rel_diff_median'])}, n = {r['rel_n']})")
+            parts.append(f"{_name(r)} is {how}, {beat} the attack alone ({_pct3(att)} on the same anchors)")
     for r in rs:
         if r["collapsed"]:
             parts.append(f"{_name(r)} has no boundary left at all on {r['collapsed']} of {r['n_g']} anchors "
@@ -769,20 +778,16 @@ def findings_markdown(records: Records, *, name: str, rows: Sequence[dict] | Non
                                  f"{_pct(r['min_err_max'])})" for r in over))
     timed = [_estimate_time(r) for r in rs if r["method"] != "constant"]
     if timed:
-        parts.append("per anchor, the whole estimate (attack, pruning, every run of g) takes a median " +
+        parts.append("per anchor, the whole estimate (attack, pruning, every run of g) takes a median: " +
                      "; ".join(timed))
-    text = head + "."
-    if parts:
-        body = "; ".join(parts)
-        text += " " + body[0].upper() + body[1:] + "."
-    return text
+    return "\n".join([head + "."] + [f"{indent}- {p[0].upper()}{p[1:]}." for p in parts])
 
 
 def row_group_findings(records: "Mapping[str, Records]", *, rows: "Mapping[str, Sequence[dict]] | None" = None) -> str:
     """:func:`findings_markdown` for every row group of :data:`ROW_GROUPS` (``records[stem]``), one item each;
     ``rows[stem]``: its :func:`table1` rows, if already computed."""
     return "\n".join("* " + findings_markdown(records.get(stem, []), name=f"**{_label(dataset, training)}** (`{network}`)",
-                                                rows=None if rows is None else rows.get(stem))
+                                                rows=None if rows is None else rows.get(stem), indent="  ")
                      for stem, dataset, training, network, _ in ROW_GROUPS)
 
 
