@@ -614,7 +614,8 @@ SIDE_BY_SIDE_SPEED_LEGEND = (
     "the substitute g / of the network f (ours count runs that hit the time limit at the time they took; the "
     "paper's count only finished runs; where the campaign ran branch and bound in front of the MILP, a run is "
     "one bisection step, an eps-verification with all its targets); *(n)*: how many of our runs the mean is "
-    "over.")
+    "over.  Ours ran HiGHS on one thread per worker of a 2-core machine; the paper's solver and machine differ, "
+    "so the ratio of g to f within a row says more than either time alone.")
 
 
 def _by_row_group(ours: dict[tuple[str, str], list[dict]], head: list[str], cells, note) -> str:
