@@ -115,6 +115,11 @@ def test_findings_and_conclusions_are_computed_from_the_records():
     assert "inside f's proven interval on 1 of 3 (activation 0.99)" in wk
     # above f on anchors 0 and 2: least errors 0.5 and 1.0, median 75% of those, up to 100%
     assert "activation 0.99 on 2 of 3, by at least 75% in the median of those (up to 100%)" in wk
+    assert "underestimate" not in wk  # nothing below f's lower end 0.15
+    below = row_group_findings({"mnist-wk17a": [_open_anchor(0, 0.12)]})
+    assert "activation 0.99 on 1 of 1, by at least 20% in the median of those" in below  # (0.15 - 0.12) / 0.15
+    assert "Proven underestimates**, below f's proven lower end: activation 0.99 on 1 of 1 anchors" in \
+        conclusions_markdown({"mnist-wk17a": [_open_anchor(0, 0.12)]})
     # estimate 1 + 0.1 + 2 = 3.1 s per anchor; f 1 + 10 = 11 s, unfinished everywhere: a lower bound
     assert "activation 0.99 3.1 s against at least 11 s for f (all 3 anchors)" in wk
     assert "x faster" not in wk

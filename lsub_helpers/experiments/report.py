@@ -115,7 +115,7 @@ def table1(records: Records, *, substitutes: str = "substitutes") -> list[dict]:
     nearly always passes); ``over`` estimates lie above f's proven upper end (g claims robustness beyond a point
     proven adversarial for f) and ``under`` below its lower end; ``min_err_median`` / ``min_err_max``: the least
     relative error each estimate has whatever the exact distance in f's interval (0 inside it), and
-    ``over_err_median`` its median over the estimates above f's interval.  ``closer`` /
+    ``over_err_median`` / ``under_err_median`` its median over the estimates above / below f's interval.  ``closer`` /
     ``n_checked``: anchors where g's closest point, re-checked on f, is adversarial for f at a distance
     below the attack's ``d_adv`` (a proven improvement of f's upper bound), out of those where it was
     checked; ``closer_gain`` the median relative improvement ``1 - f_upper / d_adv`` on them.
@@ -146,7 +146,7 @@ def table1(records: Records, *, substitutes: str = "substitutes") -> list[dict]:
                 continue
             a = acc.setdefault((s.method, s.gamma), {k: [] for k in (
                 "rel", "attack_rel", "prune", "with_", "without", "ratio", "est", "exact", "est_f_exact", "inside",
-                "width", "attack_inside", "min_err", "over_err", "over", "under", "checked", "gain", "g", "g_exact",
+                "width", "attack_inside", "min_err", "over_err", "under_err", "over", "under", "checked", "gain", "g", "g_exact",
                 "collapsed")})
             a["g"].append(True)
             a["g_exact"].append(g.exact)
@@ -171,6 +171,8 @@ def table1(records: Records, *, substitutes: str = "substitutes") -> list[dict]:
                     a["min_err"].append(_proven_error(estimate, flo, fhi, tol))
                     if estimate > fhi + tol:
                         a["over_err"].append(a["min_err"][-1])
+                    elif estimate < flo - tol:
+                        a["under_err"].append(a["min_err"][-1])
             if s.fools_f is not None and d_adv:
                 a["checked"].append(True)
                 if s.fools_f and s.f_upper is not None and s.f_upper < d_adv * (1 - 1e-9):
@@ -205,7 +207,7 @@ def table1(records: Records, *, substitutes: str = "substitutes") -> list[dict]:
             inside=int(sum(a["inside"])), n_open=len(a["inside"]), open_width=_stats(a["width"])["median"],
             attack_inside=int(sum(a["attack_inside"])), over=int(sum(a["over"])), under=int(sum(a["under"])),
             min_err_median=err["median"], min_err_max=max(a["min_err"]) if a["min_err"] else math.nan,
-            over_err_median=_stats(a["over_err"])["median"],
+            over_err_median=_stats(a["over_err"])["median"], under_err_median=_stats(a["under_err"])["median"],
             closer=len(a["gain"]), n_checked=len(a["checked"]), closer_gain=_stats(a["gain"])["median"],
         ))
     return out
@@ -777,6 +779,11 @@ def findings_markdown(records: Records, *, name: str, rows: Sequence[dict] | Non
                      + ", ".join(f"{_name(r)} on {r['over']} of {r['n_open']}, by at least "
                                  f"{_pct(r['over_err_median'])} in the median of those (up to "
                                  f"{_pct(r['min_err_max'])})" for r in over))
+    under = [r for r in open_ if r["under"]]
+    if under:
+        parts.append("below f's proven lower end, an underestimate: " + ", ".join(
+            f"{_name(r)} on {r['under']} of {r['n_open']}, by at least {_pct(r['under_err_median'])} in the median "
+            "of those" for r in under))
     timed = [_estimate_time(r) for r in rs if r["method"] != "constant"]
     if timed:
         parts.append("per anchor, the whole estimate (attack, pruning, every run of g) takes a median: " +
@@ -806,7 +813,7 @@ def conclusions_markdown(records: "Mapping[str, Records]", *, rows: "Mapping[str
     for rs in rows.values():
         for r in rs:
             p = pooled.setdefault((r["method"], r["gamma"]), dict.fromkeys(
-                ("n_g", "n_g_exact", "collapsed", "n_open", "inside", "over", "rel_n"), 0))
+                ("n_g", "n_g_exact", "collapsed", "n_open", "inside", "over", "under", "rel_n"), 0))
             for k in p:
                 p[k] += r[k]
     order = sorted(pooled, key=lambda k: (_METHOD_ORDER.get(k[0], 9), k[1]))
@@ -823,6 +830,10 @@ def conclusions_markdown(records: "Mapping[str, Records]", *, rows: "Mapping[str
         lines.append("* **Proven overestimates.**  Where f did not finish, the estimate lies above f's proven upper "
                      "end (g claims robustness beyond a point proven adversarial for f) for " + ", ".join(
                          f"{m} {g:g} on {p['over']} of {p['n_open']} anchors" for (m, g), p in over) + ".")
+    under = [(k, pooled[k]) for k in order if pooled[k]["under"]]
+    if under:
+        lines.append("* **Proven underestimates**, below f's proven lower end: " + ", ".join(
+            f"{m} {g:g} on {p['under']} of {p['n_open']} anchors" for (m, g), p in under) + ".")
     collapsed = [(k, pooled[k]) for k in order if pooled[k]["collapsed"]]
     if collapsed:
         lines.append("* **No boundary at all** (no estimate): " + ", ".join(
