@@ -177,9 +177,10 @@ def table1(records: Records, *, substitutes: str = "substitutes") -> list[dict]:
                 a["checked"].append(True)
                 if s.fools_f and s.f_upper is not None and s.f_upper < d_adv * (1 - 1e-9):
                     a["gain"].append(1.0 - s.f_upper / d_adv)
-            if _runs_of(g, rec):
-                a["prune"].append(s.prune_s / len(_runs_of(g, rec)))
-            g_runs = [r.time_s for r in _runs_of(g, rec) if lo <= r.eps <= hi]
+            g_all = _runs_of(g, rec)
+            if g_all:
+                a["prune"].append(s.prune_s / len(g_all))
+            g_runs = [r.time_s for r in g_all if lo <= r.eps <= hi]
             a["with_"] += g_runs
             a["without"] += f_runs
             if g_runs and f_runs and np.mean(g_runs) > 0:
